@@ -1,0 +1,145 @@
+"""Station authentication: Basic header parsing (pure), the verified-password cache, the check.
+
+A verified password is remembered keyed by an HMAC of (cid, secret), never the secret itself, until
+its TTL passes or the station's credentials change. While the database is unreachable, a
+remembered verification stays valid (stale-if-error), so stations keep connecting.
+"""
+
+import base64
+import binascii
+import datetime
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+STATION_HASHER = "pbkdf2_sha256_station"
+
+
+def parse_basic(value: bytes | None) -> tuple[str, str] | None:
+    """(user, password) from an Authorization header value; split on the first ':' only."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(b" ")
+    if scheme.lower() != b"basic" or not token:
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return user, password
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the gateway needs of a station at connect time, as plain values."""
+
+    station_id: int
+    cid: str
+    cid_key: str
+    enabled: bool
+    user_active: bool
+    security_profile: int
+    password: str  # the Django hash, never the secret
+    previous_password: str
+    previous_until: datetime.datetime | None
+
+
+@dataclass(slots=True)
+class _Entry:
+    credentials: Credentials
+    expires: float
+
+
+class CredentialCache:
+    """Remembered verifications: HMAC(cid_key, secret) -> Credentials, with a TTL."""
+
+    def __init__(self, secret_key: str, ttl_s: float, max_entries: int = 200000):
+        self._key = hashlib.sha256(b"ocppgw-auth-cache" + secret_key.encode()).digest()
+        self.ttl = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[bytes, _Entry] = {}
+        self._by_cid: dict[str, set[bytes]] = {}
+        self.hits = self.misses = 0
+
+    def _digest(self, cid_key: str, password: str) -> bytes:
+        message = cid_key.encode() + b"\0" + password.encode()
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def get(self, cid_key: str, password: str, *, stale_ok: bool = False) -> Credentials | None:
+        entry = self._entries.get(self._digest(cid_key, password))
+        if entry and (stale_ok or entry.expires > time.monotonic()):
+            self.hits += 1
+            return entry.credentials
+        self.misses += 1
+        return None
+
+    def put(self, password: str, credentials: Credentials) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+            self._by_cid.clear()
+        digest = self._digest(credentials.cid_key, password)
+        self._entries[digest] = _Entry(credentials, time.monotonic() + self.ttl)
+        self._by_cid.setdefault(credentials.cid_key, set()).add(digest)
+
+    def forget(self, cid_key: str) -> None:
+        """Drop every remembered verification of a station (its credentials changed)."""
+        for digest in self._by_cid.pop(cid_key, ()):
+            self._entries.pop(digest, None)
+
+
+def verify(password: str, credentials: Credentials, now: datetime.datetime) -> str | None:
+    """Check a password against the station's hashes; None when accepted, else the reason."""
+    from django.contrib.auth.hashers import check_password  # read-only: never re-hashes or saves
+
+    if not credentials.enabled:
+        return "station disabled"
+    if not credentials.user_active:
+        return "station user inactive"
+    if credentials.password and check_password(password, credentials.password):
+        return None
+    if (
+        credentials.previous_password
+        and credentials.previous_until
+        and credentials.previous_until > now
+        and check_password(password, credentials.previous_password)
+    ):
+        return None
+    return "wrong password"
+
+
+_DUMMY_HASH: list[str] = []
+
+
+def equalize_timing(password: str) -> None:
+    """Spend the cost of one station-hash check, so an unknown cid is not faster to refuse."""
+    from django.contrib.auth.hashers import check_password, make_password
+
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(make_password("not-a-station-password", hasher=STATION_HASHER))
+    check_password(password, _DUMMY_HASH[0])
+
+
+def load_credentials(cid_key: str) -> Credentials | None:
+    """The station's credentials from the database (sync: run it off the event loop)."""
+    from stations.models import Station
+
+    row = (
+        Station.objects.filter(cid_key=cid_key)
+        .values_list(
+            "id", "cid", "enabled", "user__is_active", "security_profile", "user__password",
+            "previous_password", "previous_password_until",
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    sid, cid, enabled, active, profile, password, previous, until = row
+    return Credentials(
+        sid, cid, cid_key, enabled, bool(active), profile, password or "", previous, until
+    )

@@ -1,0 +1,98 @@
+"""Coordination between gateway processes through Redis: station claims and kicks.
+
+Only these small control messages cross processes; frames never do. Without REDIS_URL the
+gateway is one process and everything here is local. A Redis outage degrades only this: frames
+keep flowing, and claims resume when Redis is back.
+"""
+
+import asyncio
+import logging
+import time
+
+import orjson
+
+log = logging.getLogger("ocppgw.cluster")
+
+CHANNEL = "ocppgw:control"
+RETRY_S = 2.0
+
+
+class Cluster:
+    def __init__(self, url: str, node: str, on_claim, on_kick):
+        self.url, self.node = url, node
+        self.on_claim, self.on_kick = on_claim, on_kick
+        self.newest: dict[str, int] = {}  # cid_key -> newest claim seen from other processes
+        self._redis = None
+        self.healthy = not url
+
+    @staticmethod
+    def next_seq() -> int:
+        """Claims are ordered by wall-clock nanoseconds: newest connection wins everywhere."""
+        return time.time_ns()
+
+    def superseded(self, cid_key: str, seq: int) -> bool:
+        """True when another process holds a newer claim on the station."""
+        return self.newest.get(cid_key, 0) > seq
+
+    async def claim(self, cid_key: str, connection_id: str, seq: int) -> None:
+        await self._publish({"op": "claim", "cid": cid_key, "conn": connection_id, "seq": seq})
+
+    async def kick(self, cid_key: str, reason: str) -> None:
+        """Close the station's socket wherever it is held."""
+        self.on_kick(cid_key, reason)
+        await self._publish({"op": "kick", "cid": cid_key, "reason": reason})
+
+    async def _publish(self, message: dict) -> None:
+        if self._redis is None:
+            return
+        message["node"] = self.node
+        try:
+            await self._redis.publish(CHANNEL, orjson.dumps(message))
+        except Exception as exc:
+            self.healthy = False
+            log.warning("redis unavailable, %s not shared with other processes: %s",
+                        message["op"], exc)
+
+    async def run(self) -> None:
+        """Listen for other processes' claims and kicks, reconnecting after Redis outages."""
+        if not self.url:
+            return
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(self.url, socket_connect_timeout=2,
+                                           socket_timeout=2, health_check_interval=10)
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    self.healthy = True
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                           timeout=1.0)
+                        if message:
+                            self._handle(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.healthy:
+                    log.warning("lost redis (%s): cross-process claims paused", exc)
+                self.healthy = False
+                await asyncio.sleep(RETRY_S)
+
+    def _handle(self, data: bytes) -> None:
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if message.get("node") == self.node:
+            return
+        if message.get("op") == "claim":
+            cid_key, seq = message["cid"], message["seq"]
+            self.newest[cid_key] = max(seq, self.newest.get(cid_key, 0))
+            self.on_claim(cid_key, message["conn"], seq)
+        elif message.get("op") == "kick":
+            self.on_kick(message["cid"], message.get("reason", "kicked"))
+
+    async def stop(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()

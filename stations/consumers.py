@@ -1,0 +1,145 @@
+"""The OCPP WebSocket consumer: connect (identity, subprotocol, auth), receive, disconnect.
+
+Orchestration only: each step is one call into a core module. Refusing before `accept()` makes
+Daphne answer HTTP 403 (it cannot send 401).
+"""
+
+import asyncio
+import datetime
+import logging
+import secrets
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from stations import auth, identity, proxy
+from stations.gateway import get_gateway
+from stations.session import Session
+
+log = logging.getLogger("ocppgw.consumer")
+
+
+class OcppConsumer(AsyncWebsocketConsumer):
+    session: Session | None = None
+    finished = False
+
+    async def connect(self):
+        gw = self.gw = get_gateway()
+        s = gw.settings
+        self.cid = identity.cid_from_raw_path(self.scope.get("raw_path") or b"") or ""
+        problem = identity.validate(self.cid)
+        if problem:
+            return await self._refuse(problem, self.cid[:48], log_it=False)
+        self.cid_key = identity.key(self.cid)
+        if not gw.accepting:
+            return await self._refuse("gateway not accepting: broker unavailable")
+        headers = dict(self.scope.get("headers") or [])
+        client_ip = (self.scope.get("client") or [None])[0]
+        tls, subject, address = proxy.transport(client_ip, headers, tuple(s.OCPPGW_TRUSTED_PROXIES))
+        if s.OCPPGW_AUTH == "none":
+            credentials = await _station_for(self.cid, self.cid_key)
+        else:
+            credentials, reason = await gw.authenticate(
+                self.cid_key, headers.get(b"authorization"), address
+            )
+            if credentials is None:
+                return await self._refuse(reason)
+        refusal = proxy.profile_refusal(credentials.security_profile, tls, subject, self.cid_key)
+        if refusal:
+            return await self._refuse(refusal)
+        self.cid, self.station_id = credentials.cid, credentials.station_id  # shown as created
+        self.version = self._pick_version(s)
+        if self.version is None:
+            # 1.6J §3.1.2, 2.0.1 §3.2: complete the handshake without a subprotocol, then close
+            await self.accept()
+            gw.writer.add(cid=self.cid, station_id=self.station_id, direction="gw",
+                          outcome="refused", reason="no acceptable OCPP subprotocol offered")
+            return await self.close(code=1002)
+        self.connection_id = secrets.token_hex(8)
+        self.claim_seq = gw.cluster.next_seq()
+        self.authenticated_at = datetime.datetime.now(datetime.UTC)
+        self.session = Session(gw, cid=self.cid, cid_key=self.cid_key,
+                               station_id=self.station_id, version=self.version,
+                               connection=self.connection_id, send=self._send_text,
+                               close=self._close_soon)
+        offered = self.scope.get("subprotocols") or []
+        await self.accept(subprotocol=f"ocpp{self.version}" if offered else None)
+        await gw.register(self)
+        gw.publish_presence(self.cid, "connected", self.connection_id, self.version, "connected")
+        gw.writer.connected(self.station_id, self.connection_id, gw.node, self.version)
+        gw.writer.add(cid=self.cid, station_id=self.station_id, direction="gw",
+                      outcome="connected", reason=f"OCPP {self.version} from {address}")
+        log.info("%s connected (OCPP %s, %s)", self.cid, self.version, address)
+
+    def _pick_version(self, s) -> str | None:
+        offered = self.scope.get("subprotocols") or []
+        for name in offered:  # the station's order of preference
+            if name in s.OCPPGW_SUBPROTOCOLS:
+                return name.removeprefix("ocpp")
+        if not offered and s.OCPPGW_DEFAULT_SUBPROTOCOL:
+            return s.OCPPGW_DEFAULT_SUBPROTOCOL.removeprefix("ocpp")
+        return None
+
+    async def _refuse(self, reason: str, cid: str | None = None, log_it: bool = True):
+        cid = cid if cid is not None else self.cid
+        log.warning("refused %r: %s", cid, reason)
+        if log_it:
+            self.gw.writer.refused(self.cid_key, reason)
+            self.gw.writer.add(cid=cid, station_id=None, direction="gw", outcome="refused",
+                               reason=reason)
+        await self.close()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if bytes_data is not None:
+            return await self.close(code=1003)  # OCPP-J frames are text
+        limit = self.gw.settings.OCPPGW_MAX_FRAME_BYTES
+        if len(text_data) * 4 > limit and len(text_data.encode()) > limit:
+            return await self.close(code=1009)
+        self.session.on_text(text_data)
+
+    async def disconnect(self, code):
+        self.finish(f"closed ({code})")
+
+    def finish(self, reason: str) -> None:
+        """Release the station once: answer pending backend calls, publish presence if current."""
+        if self.session is None or self.finished:
+            return
+        self.finished = True
+        self.session.end(reason)
+        gw = self.gw
+        if gw.unregister(self):
+            gw.publish_presence(self.cid, "disconnected", self.connection_id, self.version, reason)
+            gw.writer.disconnected(self.station_id, self.connection_id)
+        gw.writer.add(cid=self.cid, station_id=self.station_id, direction="gw",
+                      outcome="disconnected", reason=reason)
+        log.info("%s disconnected: %s", self.cid, reason)
+
+    # --- called by the gateway and the session (on the loop) ----------------------------------------
+    def replaced(self) -> None:
+        """A newer connection of the same station won: close this one, never mark it offline."""
+        if self.finished:
+            return
+        self.finished = True
+        self.session.end("replaced by a newer connection")
+        self.gw.unregister(self)
+        self.gw.writer.add(cid=self.cid, station_id=self.station_id, direction="gw",
+                           outcome="disconnected", reason="replaced by a newer connection")
+        self._close_soon(1000, "replaced by a newer connection")
+
+    def kick(self, reason: str, code: int = 1000) -> None:
+        self._close_soon(code, reason[:120])
+
+    def _send_text(self, text: str) -> None:
+        asyncio.get_running_loop().create_task(self.send(text_data=text))
+
+    def _close_soon(self, code: int, reason: str | None = None) -> None:
+        asyncio.get_running_loop().create_task(self.close(code=code, reason=reason))
+
+
+@database_sync_to_async
+def _station_for(cid: str, cid_key: str) -> auth.Credentials:
+    """OCPPGW_AUTH=none: stations appear on first connect."""
+    from stations.models import Station
+
+    station, _ = Station.objects.get_or_create(cid_key=cid_key, defaults={"cid": cid})
+    return auth.Credentials(station.id, station.cid, cid_key, True, True, 1, "", "", None)

@@ -1,0 +1,51 @@
+"""Per-station token bucket for CALL rates (contract §1). Pure: the caller passes the clock."""
+
+
+class TokenBucket:
+    """`rate_per_s` tokens a second up to `burst`; rate 0 means unlimited."""
+
+    __slots__ = ("burst", "last", "rate", "strikes", "tokens")
+
+    def __init__(self, rate_per_s: float, burst: int, now: float):
+        self.rate, self.burst = rate_per_s, burst
+        self.tokens, self.last = float(burst), now
+        self.strikes = 0  # refusals since the last accepted CALL: persistent abuse closes 1008
+
+    def take(self, now: float) -> bool:
+        """Spend one token; False when the station is over its rate."""
+        if not self.rate:
+            return True
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        return False
+
+
+class FailureCounter:
+    """Failed logins per key in a sliding minute, so brute force cannot run unchecked."""
+
+    def __init__(self, limit_per_min: int, max_keys: int = 100000):
+        self.limit = limit_per_min
+        self.max_keys = max_keys
+        self._hits: dict[object, list[float]] = {}
+
+    def blocked(self, key, now: float) -> bool:
+        hits = self._hits.get(key)
+        if not hits:
+            return False
+        hits[:] = [t for t in hits if now - t < 60]
+        return len(hits) >= self.limit
+
+    def record(self, key, now: float) -> None:
+        if len(self._hits) >= self.max_keys:
+            # bounded memory under a flood of distinct keys: forget the oldest half
+            for old in list(self._hits)[: self.max_keys // 2]:
+                del self._hits[old]
+        self._hits.setdefault(key, []).append(now)
+
+    def clear(self, key) -> None:
+        self._hits.pop(key, None)

@@ -1,0 +1,168 @@
+"""The batched database writer: message-log rows, station presence and traffic counters.
+
+The frame path only appends to bounded in-memory queues; one task flushes them with one
+`bulk_create` per batch (per-frame `create()` caps a gateway at ~170 frames/s, PERFORMANCE.md).
+If the database is away, rows wait up to the bound; past it they are dropped and counted.
+"""
+
+import asyncio
+import collections
+import datetime
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from django.db import close_old_connections, transaction
+from django.db.models import F
+
+log = logging.getLogger("ocppgw.msglog")
+
+BATCH_ROWS = 500
+COUNTERS_EVERY_S = 1.0
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class Writer:
+    def __init__(self, *, max_rows: int, flush_s: float, payload_bytes: int, enabled: bool = True):
+        self.max_rows = max_rows
+        self.flush_s = flush_s
+        self.payload_bytes = payload_bytes
+        self.enabled = enabled
+        self.rows: collections.deque[dict] = collections.deque()
+        self.presence: collections.deque[tuple] = collections.deque()
+        self.counters: dict[int, list] = {}  # station id -> [frames in, frames out, last frame]
+        self.dropped = 0
+        self.written = 0
+        self.failures = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._counters_at = 0.0
+
+    # --- called on the frame path (never waits) ------------------------------------------------
+    def add(self, *, cid, station_id, direction, message_type=None, unique_id="", action="",
+            raw: str | bytes = "", outcome, reason="", topic="") -> None:
+        """Queue one log row; payload is truncated here, not in the database."""
+        if not self.enabled:
+            return
+        if len(self.rows) >= self.max_rows:
+            self.dropped += 1
+            return
+        if isinstance(raw, bytes):
+            size, text = len(raw), raw[: self.payload_bytes].decode("utf-8", "replace")
+        else:
+            size, text = len(raw), raw[: self.payload_bytes]
+        self.rows.append(
+            dict(created=now(), cid=cid, station_id=station_id, direction=direction,
+                 message_type=message_type, unique_id=(unique_id or "")[:36],
+                 action=(action or "")[:64], size=size, payload=text, outcome=outcome,
+                 reason=reason[:255], topic=topic[:255])
+        )
+        if len(self.rows) >= BATCH_ROWS:
+            self._wake.set()
+
+    def count(self, station_id: int | None, inbound: bool) -> None:
+        """Count a frame for the station's portal counters and last-frame time."""
+        if station_id is None:
+            return
+        entry = self.counters.get(station_id)
+        if entry is None:
+            entry = self.counters[station_id] = [0, 0, None]
+        entry[0 if inbound else 1] += 1
+        entry[2] = now()
+
+    def connected(self, station_id, connection, node, version) -> None:
+        self.presence.append(("connected", station_id, connection, node, version, now()))
+        self._wake.set()
+
+    def disconnected(self, station_id, connection) -> None:
+        self.presence.append(("disconnected", station_id, connection, now()))
+        self._wake.set()
+
+    def refused(self, cid_key, reason) -> None:
+        self.presence.append(("refused", cid_key, reason[:200], now()))
+
+    # --- the flushing task ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything queued so far; on a database error keep it for the next try."""
+        while self.rows or self.presence or self._counters_due():
+            rows = [self.rows.popleft() for _ in range(min(BATCH_ROWS, len(self.rows)))]
+            presence = list(self.presence)
+            self.presence.clear()
+            counters = {}
+            if self._counters_due() or not self.rows:
+                counters, self.counters = self.counters, {}
+                self._counters_at = time.monotonic()
+            try:
+                await database_sync_to_async(_write)(rows, presence, counters)
+                self.written += len(rows)
+            except Exception as exc:
+                self.failures += 1
+                log.warning("message log write failed, will retry: %s", exc)
+                self.rows.extendleft(reversed(rows))
+                self.presence.extendleft(reversed(presence))
+                for sid, (n_in, n_out, last) in counters.items():
+                    entry = self.counters.setdefault(sid, [0, 0, last])
+                    entry[0] += n_in
+                    entry[1] += n_out
+                while len(self.rows) > self.max_rows:
+                    self.rows.pop()
+                    self.dropped += 1
+                return
+            if not self.rows:
+                return
+
+    def _counters_due(self) -> bool:
+        return bool(self.counters) and time.monotonic() - self._counters_at >= COUNTERS_EVERY_S
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            self._task = None
+        await self.flush()
+
+
+def _write(rows: list[dict], presence: list[tuple], counters: dict) -> None:
+    from stations.models import MessageLog, Station
+
+    close_old_connections()
+    with transaction.atomic():
+        for op in presence:
+            if op[0] == "connected":
+                _, sid, conn, node, version, at = op
+                Station.objects.filter(id=sid).update(
+                    connection_id=conn, node=node, ocpp_version=version, connected_at=at
+                )
+            elif op[0] == "disconnected":
+                _, sid, conn, at = op
+                # only the current connection may mark the station offline
+                Station.objects.filter(id=sid, connection_id=conn).update(
+                    connection_id="", disconnected_at=at
+                )
+            else:
+                _, cid_key, reason, at = op
+                Station.objects.filter(cid_key=cid_key).update(
+                    last_refused_at=at, last_refused_reason=reason
+                )
+        for sid, (n_in, n_out, last) in counters.items():
+            Station.objects.filter(id=sid).update(
+                frames_in=F("frames_in") + n_in, frames_out=F("frames_out") + n_out,
+                last_frame_at=last,
+            )
+        if rows:
+            MessageLog.objects.bulk_create([MessageLog(**row) for row in rows])

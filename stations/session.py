@@ -1,0 +1,366 @@
+"""One station's OCPP-J conversation: frames both ways, outstanding CALLs, the backend's queue.
+
+The consumer feeds it text from the socket and the gateway feeds it backend envelopes; it answers
+through `send` (text to the station) and `close` (code), and publishes through the gateway.
+OCPP-J allows one outstanding CALL per direction: backend CALLs wait in a bounded queue and go
+out one at a time; a station that pipelines CALLs is not punished (each CALL has its own timer).
+"""
+
+import asyncio
+import collections
+import logging
+import time
+
+from stations import envelopes, frames, validation
+from stations.frames import CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, Frame
+
+log = logging.getLogger("ocppgw.session")
+
+RECENT_IDS = 256  # answered or expired CALL ids remembered, for [5] frames and late answers
+ABUSE_STRIKES = 50  # CALLs refused in a row for rate before the socket is closed (1008)
+
+
+class _Recent(collections.OrderedDict):
+    """A small LRU of UniqueId -> action."""
+
+    def remember(self, key, value):
+        self[key] = value
+        if len(self) > RECENT_IDS:
+            self.popitem(last=False)
+
+
+class BackendCall:
+    __slots__ = ("action", "correlation", "frame", "response_topic", "timer")
+
+    def __init__(self, frame: Frame, props):
+        self.frame = frame
+        self.action = frame.action
+        self.response_topic = getattr(props, "ResponseTopic", None) if props else None
+        self.correlation = getattr(props, "CorrelationData", None) if props else None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Session:
+    def __init__(self, gw, *, cid, cid_key, station_id, version, connection, send, close):
+        self.gw = gw
+        self.cid, self.cid_key, self.station_id = cid, cid_key, station_id
+        self.version = version
+        self.connection = connection
+        self._send, self._close = send, close
+        self.loop = asyncio.get_running_loop()
+        s = gw.settings
+        self.call_timeout = s.OCPPGW_CALL_TIMEOUT_S
+        self.queue_len = s.OCPPGW_QUEUE_LEN
+        self.bucket = gw.new_bucket()
+        # station -> backend CALLs awaiting the backend's answer: id -> [action, timer, pending]
+        self.cp_pending: dict[str, list] = {}
+        self.cp_answered, self.cp_expired = _Recent(), _Recent()
+        # backend -> station CALLs: one in flight, the rest queued
+        self.queue: collections.deque[BackendCall] = collections.deque()
+        self.inflight: BackendCall | None = None
+        self.backend_answered, self.backend_expired = _Recent(), _Recent()
+        self.closed = False
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def send(self, text: str, frame_type, unique_id, action, outcome="sent", reason="") -> None:
+        self._send(text)
+        self.gw.writer.count(self.station_id, inbound=False)
+        self.log("out", frame_type, unique_id, action, text, outcome, reason)
+
+    def log(self, direction, frame_type, unique_id, action, raw, outcome, reason="", topic=""):
+        self.gw.writer.add(
+            cid=self.cid, station_id=self.station_id, direction=direction,
+            message_type=frame_type, unique_id=unique_id, action=action or "", raw=raw,
+            outcome=outcome, reason=reason, topic=topic,
+        )
+
+    def _publish(self, direction, frame: Frame, action, raw_in, *, late=False, call=None):
+        body = envelopes.upstream(frame, action, late=late)
+        pending, topic = self.gw.publish(direction, self, action, frame, body)
+        self.log("in", frame.type, frame.id, action, raw_in,
+                 "published" if pending else "dropped",
+                 "" if pending else "broker buffer full", topic)
+        if call is not None and call.response_topic:
+            self.gw.respond(call.response_topic, call.correlation, body)
+        return pending
+
+    def _gateway_error(self, unique_id, action, code, description, reason, *, call=None,
+                       notice=False, extra=None):
+        """Tell the backend what the gateway could not do (error topic) or noticed (notice topic)."""
+        body = envelopes.gateway_error(unique_id, action, code, description, reason,
+                                       self.gw.node, extra)
+        topic = self.gw.publish_raw("notice" if notice else "error", self, action, unique_id, body)
+        self.log("gw", CALLERROR, unique_id, action, body, "published", reason, topic)
+        if call is not None and call.response_topic:
+            self.gw.respond(call.response_topic, call.correlation, body)
+
+    def _check(self, direction, action, kind, payload):
+        """A schema violation that must stop the frame, or None (logged-only violations pass)."""
+        violation = self.gw.check(direction, self.version, action, kind, payload)
+        if violation and self.gw.settings.OCPPGW_VALIDATION_FAILURE == "log":
+            log.info("%s %s %s: %s (passed: validation failure mode is log)",
+                     self.cid, direction, action, violation.description)
+            return None
+        return violation
+
+    # --- frames from the station -----------------------------------------------------------------
+    def on_text(self, text: str) -> None:
+        """Handle one text message from the station."""
+        self.gw.writer.count(self.station_id, inbound=True)
+        try:
+            frame = frames.parse(text, self.version)
+        except frames.FrameError as exc:
+            self.log("in", None, exc.unique_id, "", text, "rejected", exc.description)
+            self.send(frames.call_error(exc.unique_id, exc.code, exc.description), CALLERROR,
+                      exc.unique_id, "", "sent", exc.code)
+            return
+        except frames.Ignored as exc:
+            self.log("in", exc.frame_type, exc.unique_id, "", text, "ignored", exc.reason)
+            return
+        handler = {CALL: self._cp_call, SEND: self._cp_send, CALLRESULT: self._cp_result,
+                   CALLERROR: self._cp_error, CALLRESULTERROR: self._cp_result_error}
+        handler[frame.type](frame, text)
+
+    def _refuse_call(self, frame, text, code, description, reason):
+        self.log("in", CALL, frame.id, frame.action, text, "rejected", reason)
+        self.send(frames.call_error(frame.id, code, description), CALLERROR, frame.id,
+                  frame.action, "sent", code)
+
+    def _cp_call(self, frame: Frame, text: str) -> None:
+        if not self.bucket.take(time.monotonic()):
+            self._refuse_call(frame, text, "GenericError", "rate limit", "rate limit")
+            if self.bucket.strikes >= ABUSE_STRIKES:
+                self._close(1008)
+            return
+        if frame.id in self.cp_pending:
+            self._refuse_call(frame, text, frames.rpc_error_code(self.version),
+                              "UniqueId is already used by an outstanding CALL", "duplicate id")
+            return
+        if not validation.is_known(self.version, frame.action):
+            if self.gw.settings.OCPPGW_UNKNOWN_ACTIONS == "reject":
+                self._refuse_call(frame, text, "NotImplemented",
+                                  f"unknown action {frame.action}", "unknown action")
+                return
+        violation = self._check("upstream", frame.action, "call", frame.payload)
+        if violation:
+            self._refuse_call(frame, text, violation.code, violation.description, "invalid")
+            return
+        pending = self._publish("upstream", frame, frame.action, text)
+        timer = None
+        if self.call_timeout:
+            timer = self.loop.call_later(self.call_timeout, self._cp_call_expired, frame.id)
+        self.cp_pending[frame.id] = [frame.action, timer, pending]
+
+    def _cp_call_expired(self, unique_id: str) -> None:
+        action, _, pending = self.cp_pending.pop(unique_id)
+        self.cp_expired.remember(unique_id, action)
+        # withdrawn before publishing (broker away): published or answered, never both
+        withdrawn = pending is not None and pending.cancel()
+        reason = "never published: broker unreachable" if withdrawn else "no answer from the backend"
+        self.send(frames.call_error(unique_id, "InternalError", "no answer from the backend"),
+                  CALLERROR, unique_id, action, "sent", reason)
+
+    def _cp_send(self, frame: Frame, text: str) -> None:
+        violation = self._check("upstream", frame.action, "send", frame.payload)
+        if violation:
+            self.log("in", SEND, frame.id, frame.action, text, "rejected", violation.description)
+            return
+        self._publish("upstream", frame, frame.action, text)
+
+    def _cp_result(self, frame: Frame, text: str) -> None:
+        call = self.inflight if self.inflight and self.inflight.frame.id == frame.id else None
+        if call is None:
+            self._cp_unmatched_answer(frame, text, "reply")
+            return
+        violation = self._check("upstream", call.action, "result", frame.payload)
+        self._finish_inflight()
+        if violation:
+            self.log("in", CALLRESULT, frame.id, call.action, text, "rejected",
+                     violation.description)
+            self._gateway_error(frame.id, call.action, violation.code, violation.description,
+                                "invalid", notice=True,
+                                extra={"path": violation.path, "rule": violation.rule})
+            if self.version == "2.1":  # 2.1 §4.2.4: the caller answers an invalid result
+                self.send(frames.encode(Frame(CALLRESULTERROR, frame.id, code=violation.code,
+                                              description=violation.description)),
+                          CALLRESULTERROR, frame.id, call.action)
+        else:
+            self._publish("reply", frame, call.action, text, call=call)
+        self.pump()
+
+    def _cp_error(self, frame: Frame, text: str) -> None:
+        call = self.inflight if self.inflight and self.inflight.frame.id == frame.id else None
+        if call is None:
+            self._cp_unmatched_answer(frame, text, "error")
+            return
+        self._finish_inflight()
+        self._publish("error", frame, call.action, text, call=call)
+        self.pump()
+
+    def _cp_unmatched_answer(self, frame: Frame, text: str, direction: str) -> None:
+        action = self.backend_expired.get(frame.id)
+        if action is not None:  # answered after the backend was told "timeout"
+            self._publish(direction, frame, action, text, late=True)
+            self._gateway_error(frame.id, action, "GenericError",
+                                "the station answered after the call timeout", "late", notice=True)
+            return
+        self._publish(direction, frame, None, text)
+
+    def _cp_result_error(self, frame: Frame, text: str) -> None:
+        # its UniqueId is the station's own CALL, whose backend answer it found invalid
+        self._publish("error", frame, self.cp_answered.get(frame.id), text)
+
+    def _finish_inflight(self) -> None:
+        call, self.inflight = self.inflight, None
+        if call.timer:
+            call.timer.cancel()
+        self.backend_answered.remember(call.frame.id, call.action)
+
+    # --- envelopes from the backend --------------------------------------------------------------
+    def on_downstream(self, raw: bytes, props) -> None:
+        """Handle one backend message addressed to this station."""
+        try:
+            frame = envelopes.downstream(raw)
+        except envelopes.EnvelopeError as exc:
+            self.log("gw", None, exc.unique_id, exc.action, raw, "rejected", exc.why)
+            self._gateway_error(exc.unique_id, exc.action, "FormatViolation", exc.why, "invalid",
+                                notice=True, extra={"message": envelopes.excerpt(raw)})
+            return
+        if frame.type == CALL:
+            self._backend_call(frame, raw, props)
+        elif frame.type == SEND:
+            self._backend_send(frame, raw)
+        elif frame.type in (CALLRESULT, CALLERROR):
+            self._backend_answer(frame, raw)
+        else:
+            self._backend_result_error(frame, raw)
+
+    def _backend_call(self, frame: Frame, raw: bytes, props) -> None:
+        call = BackendCall(frame, props)
+        violation = self._check("downstream", frame.action, "call", frame.payload)
+        if violation:
+            self.log("gw", CALL, frame.id, frame.action, raw, "rejected", violation.description)
+            self._gateway_error(frame.id, frame.action, violation.code, violation.description,
+                                "invalid", call=call,
+                                extra={"path": violation.path, "rule": violation.rule})
+            return
+        if len(self.queue) >= self.queue_len:
+            self.log("gw", CALL, frame.id, frame.action, raw, "rejected", "queue full")
+            self._gateway_error(frame.id, frame.action, "GenericError",
+                                f"{self.queue_len} calls already wait for this station",
+                                "queue_full", call=call)
+            return
+        if self.call_timeout:
+            call.timer = self.loop.call_later(self.call_timeout, self._backend_call_expired, call)
+        self.queue.append(call)
+        self.pump()
+
+    def pump(self) -> None:
+        """Send the next queued backend CALL if none is outstanding."""
+        if self.inflight is None and self.queue and not self.closed:
+            call = self.inflight = self.queue.popleft()
+            self.send(frames.encode(call.frame), CALL, call.frame.id, call.action)
+
+    def _backend_call_expired(self, call: BackendCall) -> None:
+        if call is self.inflight:
+            self.inflight = None
+            self.backend_expired.remember(call.frame.id, call.action)
+            description = "the station did not answer in time"
+        else:
+            self.queue.remove(call)  # it ran out while queued: it is never sent
+            description = "the call waited in the queue past its timeout"
+        self._gateway_error(call.frame.id, call.action, "GenericError", description, "timeout",
+                            call=call)
+        self.pump()
+
+    def _backend_send(self, frame: Frame, raw: bytes) -> None:
+        if self.version != "2.1":
+            self._gateway_error(frame.id, frame.action, "MessageTypeNotSupported",
+                                f"SEND does not exist in OCPP {self.version}", "invalid",
+                                notice=True)
+            return
+        violation = self._check("downstream", frame.action, "send", frame.payload)
+        if violation:
+            self.log("gw", SEND, frame.id, frame.action, raw, "rejected", violation.description)
+            self._gateway_error(frame.id, frame.action, violation.code, violation.description,
+                                "invalid", notice=True)
+            return
+        self.send(frames.encode(frame), SEND, frame.id, frame.action)
+
+    def _backend_answer(self, frame: Frame, raw: bytes) -> None:
+        entry = self.cp_pending.pop(frame.id, None)
+        if entry is None:
+            action = self.cp_expired.get(frame.id)
+            reason = "late" if action is not None else "unmatched"
+            why = ("the station's CALL already timed out" if action is not None
+                   else "no CALL from the station is outstanding with this UniqueId")
+            self.log("gw", frame.type, frame.id, action, raw, "rejected", why)
+            self._gateway_error(frame.id, action, "GenericError", why, reason, notice=True)
+            return
+        action, timer, _ = entry
+        if timer:
+            timer.cancel()
+        if frame.type == CALLRESULT:
+            violation = self._check("downstream", action, "result", frame.payload)
+            if violation:
+                self.log("gw", CALLRESULT, frame.id, action, raw, "rejected",
+                         violation.description)
+                self._gateway_error(frame.id, action, violation.code, violation.description,
+                                    "invalid", notice=True,
+                                    extra={"path": violation.path, "rule": violation.rule})
+                self.send(frames.call_error(frame.id, "InternalError",
+                                            "the backend's answer failed validation"),
+                          CALLERROR, frame.id, action, "sent", "invalid backend answer")
+                return
+        else:
+            frame.code = validation.spell(frame.code, self.version)
+        self.cp_answered.remember(frame.id, action)
+        self.send(frames.encode(frame), frame.type, frame.id, action)
+
+    def _backend_result_error(self, frame: Frame, raw: bytes) -> None:
+        action = self.backend_answered.get(frame.id)
+        if self.version != "2.1" or action is None:
+            why = ("CALLRESULTERROR does not exist in OCPP " + self.version
+                   if self.version != "2.1" else "no recently answered CALL has this UniqueId")
+            self.log("gw", CALLRESULTERROR, frame.id, action, raw, "rejected", why)
+            self._gateway_error(frame.id, action, "GenericError", why, "unmatched", notice=True)
+            return
+        self.send(frames.encode(frame), CALLRESULTERROR, frame.id, action)
+
+    # --- the end ---------------------------------------------------------------------------------
+    def end(self, reason: str) -> None:
+        """The socket is gone: answer every backend CALL still queued or in flight with offline."""
+        self.closed = True
+        calls = ([self.inflight] if self.inflight else []) + list(self.queue)
+        self.inflight = None
+        self.queue.clear()
+        for call in calls:
+            if call.timer:
+                call.timer.cancel()
+            self._gateway_error(call.frame.id, call.action, "GenericError",
+                                f"the station disconnected ({reason})", "offline", call=call)
+        for _, timer, _ in self.cp_pending.values():
+            if timer:
+                timer.cancel()
+        self.cp_pending.clear()
+
+
+class OfflineStation(Session):
+    """Answers backend messages for a station that no gateway process holds (contract §2)."""
+
+    def __init__(self, gw, cid: str, cid_key: str):
+        self.gw, self.cid, self.cid_key = gw, cid, cid_key
+        self.station_id, self.version = None, ""
+
+    def on_downstream(self, raw: bytes, props) -> None:
+        try:
+            frame = envelopes.downstream(raw)
+        except envelopes.EnvelopeError as exc:
+            self._gateway_error(exc.unique_id, exc.action, "FormatViolation", exc.why, "invalid",
+                                notice=True, extra={"message": envelopes.excerpt(raw)})
+            return
+        is_call = frame.type == CALL
+        self._gateway_error(frame.id, frame.action, "GenericError",
+                            "the station is not connected to any gateway process", "offline",
+                            call=BackendCall(frame, props) if is_call else None,
+                            notice=not is_call)
