@@ -127,7 +127,7 @@ def _schema(version: str, action: str, kind: str) -> dict | None:
     path = _schema_index().get((version, action, kind))
     if path is None:
         return None
-    with open(path, encoding="utf-8-sig") as f:  # the ocpp package warns some schemas had a BOM
+    with open(path, encoding="utf-8-sig") as f:  # OCPP 2.0 schemas shipped with a BOM
         return json.load(f)
 
 
@@ -275,6 +275,8 @@ def actions(version: str, initiator: str = "any") -> list[str]:
     known = {a for (v, a, k) in _schema_index() if v == version and k in ("call", "send")}
     if initiator == "any":
         return sorted(known)
+    if initiator not in ("cp", "csms"):
+        raise ValueError(f"initiator must be 'cp', 'csms' or 'any', not {initiator!r}")
     return sorted(known & INITIATED_BY[version][initiator])
 
 
