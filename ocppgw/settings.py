@@ -13,7 +13,9 @@ cfg = Config(BASE_DIR / ".env")
 # development conveniences and tracebacks; never on in production
 DEBUG = cfg.bool("DEBUG", False)
 # required with DEBUG off: a fallback key would sign sessions with a public value
-SECRET_KEY = cfg.secret("DJANGO_SECRET_KEY", required=not DEBUG, dev_default="dev-only-insecure-key")
+SECRET_KEY = cfg.secret(
+    "DJANGO_SECRET_KEY", required=not DEBUG, dev_default="dev-only-insecure-key"
+)
 # hosts the portal/API answer to; stations connect by IP often, so "*" is the laptop default
 ALLOWED_HOSTS = cfg.list("DJANGO_ALLOWED_HOSTS", ["*"])
 # origins allowed to POST to the portal over HTTPS behind a proxy (scheme://host)
@@ -136,7 +138,9 @@ LOGGING = {
 OCPPGW_PORT = cfg.int("OCPPGW_PORT", 33033, min_value=1, max_value=65535)
 # OCPP versions offered, in the gateway's order of preference
 OCPPGW_SUBPROTOCOLS = cfg.list(
-    "OCPPGW_SUBPROTOCOLS", ["ocpp1.6", "ocpp2.0.1", "ocpp2.1"], allowed=["ocpp1.6", "ocpp2.0.1", "ocpp2.1"]
+    "OCPPGW_SUBPROTOCOLS",
+    ["ocpp1.6", "ocpp2.0.1", "ocpp2.1"],
+    allowed=["ocpp1.6", "ocpp2.0.1", "ocpp2.1"],
 )
 # version for a station that offers no subprotocol at all; empty = refuse it (close 1002)
 OCPPGW_DEFAULT_SUBPROTOCOL = cfg.choice(
@@ -163,9 +167,7 @@ OCPPGW_IDLE_TIMEOUT_S = cfg.int("OCPPGW_IDLE_TIMEOUT_S", 0, min_value=0)
 # vendor actions without a schema: forward unvalidated, or answer NotImplemented
 OCPPGW_UNKNOWN_ACTIONS = cfg.choice("OCPPGW_UNKNOWN_ACTIONS", "forward", ["forward", "reject"])
 # which directions are schema-checked, and what a failed check does
-OCPPGW_VALIDATION = cfg.choice(
-    "OCPPGW_VALIDATION", "all", ["all", "upstream", "downstream", "off"]
-)
+OCPPGW_VALIDATION = cfg.choice("OCPPGW_VALIDATION", "all", ["all", "upstream", "downstream", "off"])
 OCPPGW_VALIDATION_FAILURE = cfg.choice("OCPPGW_VALIDATION_FAILURE", "reject", ["reject", "log"])
 
 # --- Gateway: backend side (MQTT) ---------------------------------------------------------------

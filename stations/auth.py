@@ -132,8 +132,14 @@ def load_credentials(cid_key: str) -> Credentials | None:
     row = (
         Station.objects.filter(cid_key=cid_key)
         .values_list(
-            "id", "cid", "enabled", "user__is_active", "security_profile", "user__password",
-            "previous_password", "previous_password_until",
+            "id",
+            "cid",
+            "enabled",
+            "user__is_active",
+            "security_profile",
+            "user__password",
+            "previous_password",
+            "previous_password_until",
         )
         .first()
     )

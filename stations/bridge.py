@@ -44,8 +44,20 @@ class Pending:
 
 
 class Bridge:
-    def __init__(self, loop, url, *, node, protocol="5", qos=1, buffer_len=100000,
-                 on_message=None, on_state=None, will=None, online=None):
+    def __init__(
+        self,
+        loop,
+        url,
+        *,
+        node,
+        protocol="5",
+        qos=1,
+        buffer_len=100000,
+        on_message=None,
+        on_state=None,
+        will=None,
+        online=None,
+    ):
         self.loop = loop
         self.qos = qos
         self.node = node
@@ -61,7 +73,10 @@ class Bridge:
         self._online = online  # (topic, payload) published retained on every connect
         self.v5 = protocol == "5"
         parts = urlsplit(url)
-        self.host, self.port = parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self.host, self.port = (
+            parts.hostname,
+            parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+        )
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"ocppgw-{node}"[:64],
@@ -118,8 +133,9 @@ class Bridge:
 
     def _send(self, item: Pending) -> None:
         item.sent = True
-        self.client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain,
-                            properties=item.properties)
+        self.client.publish(
+            item.topic, item.payload, qos=item.qos, retain=item.retain, properties=item.properties
+        )
 
     def buffered(self) -> int:
         return len(self._buffer)
@@ -176,14 +192,17 @@ class Bridge:
             was, self.connected = self.connected, False
         if was:
             self.disconnected_since = time.monotonic()
-            log.warning("lost the broker (%s); buffering up to %d messages", reason_code,
-                        self.buffer_len)
+            log.warning(
+                "lost the broker (%s); buffering up to %d messages", reason_code, self.buffer_len
+            )
             self.loop.call_soon_threadsafe(self._state, False)
 
     def _on_message(self, client, userdata, message):
         props = message.properties
         sub_ids = getattr(props, "SubscriptionIdentifier", None) if props else None
-        self.loop.call_soon_threadsafe(self._deliver, message.topic, message.payload, props, sub_ids)
+        self.loop.call_soon_threadsafe(
+            self._deliver, message.topic, message.payload, props, sub_ids
+        )
 
     # --- back on the loop ------------------------------------------------------------------------
     def _state(self, connected: bool) -> None:

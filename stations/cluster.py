@@ -50,8 +50,9 @@ class Cluster:
             await self._redis.publish(CHANNEL, orjson.dumps(message))
         except Exception as exc:
             self.healthy = False
-            log.warning("redis unavailable, %s not shared with other processes: %s",
-                        message["op"], exc)
+            log.warning(
+                "redis unavailable, %s not shared with other processes: %s", message["op"], exc
+            )
 
     async def run(self) -> None:
         """Listen for other processes' claims and kicks, reconnecting after Redis outages."""
@@ -59,16 +60,18 @@ class Cluster:
             return
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(self.url, socket_connect_timeout=2,
-                                           socket_timeout=2, health_check_interval=10)
+        self._redis = redis.Redis.from_url(
+            self.url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=10
+        )
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     self.healthy = True
                     while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                           timeout=1.0)
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
                         if message:
                             self._handle(message["data"])
             except asyncio.CancelledError:

@@ -52,23 +52,39 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if self.version is None:
             # 1.6J §3.1.2, 2.0.1 §3.2: complete the handshake without a subprotocol, then close
             await self.accept()
-            gw.writer.add(cid=self.cid, station_id=self.station_id, direction="gw",
-                          outcome="refused", reason="no acceptable OCPP subprotocol offered")
+            gw.writer.add(
+                cid=self.cid,
+                station_id=self.station_id,
+                direction="gw",
+                outcome="refused",
+                reason="no acceptable OCPP subprotocol offered",
+            )
             return await self.close(code=1002)
         self.connection_id = secrets.token_hex(8)
         self.claim_seq = gw.cluster.next_seq()
         self.authenticated_at = datetime.datetime.now(datetime.UTC)
-        self.session = Session(gw, cid=self.cid, cid_key=self.cid_key,
-                               station_id=self.station_id, version=self.version,
-                               connection=self.connection_id, send=self._send_text,
-                               close=self._close_soon)
+        self.session = Session(
+            gw,
+            cid=self.cid,
+            cid_key=self.cid_key,
+            station_id=self.station_id,
+            version=self.version,
+            connection=self.connection_id,
+            send=self._send_text,
+            close=self._close_soon,
+        )
         offered = self.scope.get("subprotocols") or []
         await self.accept(subprotocol=f"ocpp{self.version}" if offered else None)
         await gw.register(self)
         gw.publish_presence(self.cid, "connected", self.connection_id, self.version, "connected")
         gw.writer.connected(self.station_id, self.connection_id, gw.node, self.version)
-        gw.writer.add(cid=self.cid, station_id=self.station_id, direction="gw",
-                      outcome="connected", reason=f"OCPP {self.version} from {address}")
+        gw.writer.add(
+            cid=self.cid,
+            station_id=self.station_id,
+            direction="gw",
+            outcome="connected",
+            reason=f"OCPP {self.version} from {address}",
+        )
         log.info("%s connected (OCPP %s, %s)", self.cid, self.version, address)
 
     def _pick_version(self, s) -> str | None:
@@ -85,8 +101,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         log.warning("refused %r: %s", cid, reason)
         if log_it:
             self.gw.writer.refused(self.cid_key, reason)
-            self.gw.writer.add(cid=cid, station_id=None, direction="gw", outcome="refused",
-                               reason=reason)
+            self.gw.writer.add(
+                cid=cid, station_id=None, direction="gw", outcome="refused", reason=reason
+            )
         await self.close()
 
     async def receive(self, text_data=None, bytes_data=None):
@@ -110,8 +127,13 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if gw.unregister(self):
             gw.publish_presence(self.cid, "disconnected", self.connection_id, self.version, reason)
             gw.writer.disconnected(self.station_id, self.connection_id)
-        gw.writer.add(cid=self.cid, station_id=self.station_id, direction="gw",
-                      outcome="disconnected", reason=reason)
+        gw.writer.add(
+            cid=self.cid,
+            station_id=self.station_id,
+            direction="gw",
+            outcome="disconnected",
+            reason=reason,
+        )
         log.info("%s disconnected: %s", self.cid, reason)
 
     # --- called by the gateway and the session (on the loop) ----------------------------------------
@@ -122,8 +144,13 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self.finished = True
         self.session.end("replaced by a newer connection")
         self.gw.unregister(self)
-        self.gw.writer.add(cid=self.cid, station_id=self.station_id, direction="gw",
-                           outcome="disconnected", reason="replaced by a newer connection")
+        self.gw.writer.add(
+            cid=self.cid,
+            station_id=self.station_id,
+            direction="gw",
+            outcome="disconnected",
+            reason="replaced by a newer connection",
+        )
         self._close_soon(1000, "replaced by a newer connection")
 
     def kick(self, reason: str, code: int = 1000) -> None:

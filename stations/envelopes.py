@@ -102,7 +102,9 @@ def downstream(raw: bytes) -> Frame:
             if not isinstance(code, str) or not code:
                 raise EnvelopeError("ErrorCode missing or not a string", uid)
             if not isinstance(desc, str) or not isinstance(details, dict):
-                raise EnvelopeError("ErrorDescription must be a string, ErrorDetails an object", uid)
+                raise EnvelopeError(
+                    "ErrorDescription must be a string, ErrorDetails an object", uid
+                )
             return Frame(msg_type, uid, code=code, description=desc, details=details)
         raise EnvelopeError(f"MessageTypeId must be 2, 3, 4, 5 or 6, got {msg_type!r}", uid)
     except EnvelopeError as exc:

@@ -73,7 +73,9 @@ def parse(text: str | bytes, version: str) -> Frame:
     if not isinstance(data, list):
         raise FrameError(rpc, "frame is not a JSON array")
     if len(data) < 3:
-        raise FrameError(rpc, "frame has fewer than 3 elements", _readable_id(data[1:2] and data[1]))
+        raise FrameError(
+            rpc, "frame has fewer than 3 elements", _readable_id(data[1:2] and data[1])
+        )
     msg_type, unique_id = data[0], data[1]
     if not isinstance(unique_id, str):
         raise FrameError(rpc, "UniqueId is not a string")
@@ -141,6 +143,11 @@ def encode(frame: Frame) -> str:
 def call_error(unique_id: str, code: str, description: str, details: dict | None = None) -> str:
     """The text of a CALLERROR answering the CALL `unique_id`."""
     return encode(
-        Frame(CALLERROR, unique_id, code=code, description=description[:MAX_DESCRIPTION_CHARS],
-              details=details or {})
+        Frame(
+            CALLERROR,
+            unique_id,
+            code=code,
+            description=description[:MAX_DESCRIPTION_CHARS],
+            details=details or {},
+        )
     )

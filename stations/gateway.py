@@ -46,13 +46,21 @@ class Gateway:
         self.started_at = time.time()
         self.sessions: dict[str, object] = {}  # cid_key -> consumer holding the station here
         self.rules = RuleSet(
-            {"upstream": s.OCPPGW_UPSTREAM_TOPIC, "reply": s.OCPPGW_REPLY_TOPIC,
-             "error": s.OCPPGW_ERROR_TOPIC, "downstream": s.OCPPGW_DOWNSTREAM_TOPIC,
-             "notice": s.OCPPGW_NOTICE_TOPIC}
+            {
+                "upstream": s.OCPPGW_UPSTREAM_TOPIC,
+                "reply": s.OCPPGW_REPLY_TOPIC,
+                "error": s.OCPPGW_ERROR_TOPIC,
+                "downstream": s.OCPPGW_DOWNSTREAM_TOPIC,
+                "notice": s.OCPPGW_NOTICE_TOPIC,
+            }
         )
         self.exemptions: frozenset[tuple[str, str]] = frozenset()
-        self.writer = Writer(max_rows=s.OCPPGW_LOG_QUEUE, flush_s=s.OCPPGW_LOG_FLUSH_S,
-                             payload_bytes=s.OCPPGW_LOG_PAYLOAD_BYTES, enabled=s.OCPPGW_LOG_ENABLED)
+        self.writer = Writer(
+            max_rows=s.OCPPGW_LOG_QUEUE,
+            flush_s=s.OCPPGW_LOG_FLUSH_S,
+            payload_bytes=s.OCPPGW_LOG_PAYLOAD_BYTES,
+            enabled=s.OCPPGW_LOG_ENABLED,
+        )
         self.cache = auth.CredentialCache(s.SECRET_KEY, s.OCPPGW_AUTH_CACHE_TTL_S)
         self.auth_slots = asyncio.Semaphore(s.OCPPGW_AUTH_CONCURRENCY)
         self.failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN)
@@ -64,9 +72,14 @@ class Gateway:
         self._matcher = topics.downstream_matcher(s.OCPPGW_DOWNSTREAM_TOPIC)
         self._presence_matcher = topics.downstream_matcher(s.OCPPGW_PRESENCE_TOPIC)
         self.bridge = Bridge(
-            loop, s.MQTT_URL, node=self.node, protocol=s.OCPPGW_MQTT_PROTOCOL,
-            qos=s.OCPPGW_MQTT_QOS, buffer_len=s.OCPPGW_MQTT_BUFFER,
-            on_message=self._on_message, on_state=self._on_broker_state,
+            loop,
+            s.MQTT_URL,
+            node=self.node,
+            protocol=s.OCPPGW_MQTT_PROTOCOL,
+            qos=s.OCPPGW_MQTT_QOS,
+            buffer_len=s.OCPPGW_MQTT_BUFFER,
+            on_message=self._on_message,
+            on_state=self._on_broker_state,
             will=(self._node_topic, self._node_status("offline")),
             online=(self._node_topic, self._node_status("online")),
         )
@@ -84,9 +97,13 @@ class Gateway:
             # offline detection: one process of the group sees each command for any station
             watch = topics.wildcard_filter(self.settings.OCPPGW_DOWNSTREAM_TOPIC)
             self.bridge.subscribe(f"$share/ocppgw/{watch}", WATCH_SUB_ID)
-            self.bridge.subscribe(topics.wildcard_filter(self.settings.OCPPGW_PRESENCE_TOPIC),
-                                  PRESENCE_SUB_ID)
+            self.bridge.subscribe(
+                topics.wildcard_filter(self.settings.OCPPGW_PRESENCE_TOPIC), PRESENCE_SUB_ID
+            )
             self.bridge.subscribe("ocpp/gw/nodes/+", NODES_SUB_ID)
+        # compiling the 2.1 schemas takes ~2 s: do it off the loop before stations need them
+        for name in self.settings.OCPPGW_SUBPROTOCOLS:
+            self.loop.run_in_executor(None, validation.warm, name.removeprefix("ocpp"))
         for job in (self._poll_forever(), self._prune_forever(), self.cluster.run()):
             self._tasks.append(self.loop.create_task(job))
 
@@ -94,22 +111,35 @@ class Gateway:
     def publish(self, direction, session, action, frame, body: bytes):
         """Publish a station's frame on its rendered topic; returns (Pending or None, topic)."""
         template = self.rules.template(direction, action, session.cid_key)
-        topic = topics.render(template, cid=session.cid, action=action or "Unknown", id=frame.id,
-                              type=frame.type, version=session.version)
+        topic = topics.render(
+            template,
+            cid=session.cid,
+            action=action or "Unknown",
+            id=frame.id,
+            type=frame.type,
+            version=session.version,
+        )
         return self.bridge.publish(topic, body), topic
 
     def publish_raw(self, kind, session, action, unique_id, body: bytes) -> str:
         """Publish a gateway-written envelope on the station's error or notice topic."""
         template = self.rules.template(kind, action, session.cid_key)
-        topic = topics.render(template, cid=session.cid, action=action or "Unknown",
-                              id=unique_id, type=4, version=session.version)
+        topic = topics.render(
+            template,
+            cid=session.cid,
+            action=action or "Unknown",
+            id=unique_id,
+            type=4,
+            version=session.version,
+        )
         self.bridge.publish(topic, body)
         return topic
 
     def respond(self, response_topic: str, correlation, body: bytes) -> None:
         """MQTT 5 request/response: the answer also goes to the backend's Response Topic."""
-        self.bridge.publish(response_topic, body,
-                            properties=Bridge.response_properties(correlation))
+        self.bridge.publish(
+            response_topic, body, properties=Bridge.response_properties(correlation)
+        )
 
     def publish_presence(self, cid, status, connection_id, version, reason) -> None:
         body = envelopes.presence(cid, status, connection_id, self.node, version, reason)
@@ -196,7 +226,9 @@ class Gateway:
         cid_key = self._cid_key_of(topic, self._matcher)
         if cid_key is None or cid_key in self.sessions or self._online_elsewhere(cid_key):
             return
-        self.loop.call_later(OFFLINE_GRACE_S, self._offline_if_still, cid_key, topic, payload, props)
+        self.loop.call_later(
+            OFFLINE_GRACE_S, self._offline_if_still, cid_key, topic, payload, props
+        )
 
     def _online_elsewhere(self, cid_key: str) -> bool:
         event = self.presence.get(cid_key)
@@ -230,10 +262,15 @@ class Gateway:
             return
         dead = event.get("node")
         # the node died: its stations are gone; a live reconnect elsewhere is not touched
-        for cid_key, seen in list(self.presence.items()):
+        for seen in list(self.presence.values()):
             if seen.get("node") == dead and seen.get("status") == "connected":
-                self.publish_presence(seen["cid"], "disconnected", seen.get("connection", ""),
-                                      seen.get("version", ""), f"node {dead} lost")
+                self.publish_presence(
+                    seen["cid"],
+                    "disconnected",
+                    seen.get("connection", ""),
+                    seen.get("version", ""),
+                    f"node {dead} lost",
+                )
         self.loop.create_task(database_sync_to_async(_release_node)(dead))
 
     # --- broker outage -------------------------------------------------------------------------------
@@ -244,16 +281,25 @@ class Gateway:
                 self._grace_timer = None
             self.accepting = True
             for consumer in list(self.sessions.values()):
-                self.publish_presence(consumer.cid, "connected", consumer.connection_id,
-                                      consumer.version, "broker reconnected")
+                self.publish_presence(
+                    consumer.cid,
+                    "connected",
+                    consumer.connection_id,
+                    consumer.version,
+                    "broker reconnected",
+                )
             return
-        self._grace_timer = self.loop.call_later(self.settings.OCPPGW_BROKER_GRACE_S,
-                                                 self._broker_gone)
+        self._grace_timer = self.loop.call_later(
+            self.settings.OCPPGW_BROKER_GRACE_S, self._broker_gone
+        )
 
     def _broker_gone(self) -> None:
         """Past the grace period: stations should queue offline, as OCPP expects (1013)."""
-        log.error("broker away for %ss: closing %d station sockets with 1013",
-                  self.settings.OCPPGW_BROKER_GRACE_S, len(self.sessions))
+        log.error(
+            "broker away for %ss: closing %d station sockets with 1013",
+            self.settings.OCPPGW_BROKER_GRACE_S,
+            len(self.sessions),
+        )
         self.accepting = False
         for consumer in list(self.sessions.values()):
             consumer.kick("broker unavailable", code=1013)
@@ -309,9 +355,7 @@ class Gateway:
         if rule_set.version != self._rules_version:
             old_filters = {c: self._downstream_filter(c) for c in self.sessions.values()}
             self.rules, self._rules_version = rule_set, rule_set.version
-            self._matcher = topics.downstream_matcher(
-                rule_set.template("downstream", None, "")
-            )
+            self._matcher = topics.downstream_matcher(rule_set.template("downstream", None, ""))
             for consumer, old in old_filters.items():
                 new = self._downstream_filter(consumer)
                 if new != old:
@@ -383,7 +427,9 @@ def _poll(since):
         "cid_key", "enabled", "user__is_active", "previous_password_until", "credentials_changed_at"
     ):
         newest = max(newest, at)
-        in_grace = until is not None and until > now  # rotated through OCPP: the old one still works
+        in_grace = (
+            until is not None and until > now
+        )  # rotated through OCPP: the old one still works
         if not enabled:
             changed.append((cid_key, False, "station disabled", at))
         elif active is False:

@@ -61,18 +61,18 @@ class Station(models.Model):
     def __str__(self):
         return self.cid
 
-    @property
-    def is_connected(self) -> bool:
-        return bool(self.connection_id)
+    def save(self, *args, **kwargs):
+        self.cid_key = identity.key(self.cid)
+        super().save(*args, **kwargs)
 
     def clean(self):
         problem = identity.validate(self.cid)
         if problem:
             raise ValidationError({"cid": problem})
 
-    def save(self, *args, **kwargs):
-        self.cid_key = identity.key(self.cid)
-        super().save(*args, **kwargs)
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.connection_id)
 
 
 class TopicRule(models.Model):
@@ -180,4 +180,6 @@ class MessageLog(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.created:%H:%M:%S} {self.cid} {self.direction} {self.message_type} {self.action}"
+        return (
+            f"{self.created:%H:%M:%S} {self.cid} {self.direction} {self.message_type} {self.action}"
+        )

@@ -42,8 +42,20 @@ class Writer:
         self._counters_at = 0.0
 
     # --- called on the frame path (never waits) ------------------------------------------------
-    def add(self, *, cid, station_id, direction, message_type=None, unique_id="", action="",
-            raw: str | bytes = "", outcome, reason="", topic="") -> None:
+    def add(
+        self,
+        *,
+        cid,
+        station_id,
+        direction,
+        message_type=None,
+        unique_id="",
+        action="",
+        raw: str | bytes = "",
+        outcome,
+        reason="",
+        topic="",
+    ) -> None:
         """Queue one log row; payload is truncated here, not in the database."""
         if not self.enabled:
             return
@@ -55,10 +67,20 @@ class Writer:
         else:
             size, text = len(raw), raw[: self.payload_bytes]
         self.rows.append(
-            dict(created=now(), cid=cid, station_id=station_id, direction=direction,
-                 message_type=message_type, unique_id=(unique_id or "")[:36],
-                 action=(action or "")[:64], size=size, payload=text, outcome=outcome,
-                 reason=reason[:255], topic=topic[:255])
+            dict(
+                created=now(),
+                cid=cid,
+                station_id=station_id,
+                direction=direction,
+                message_type=message_type,
+                unique_id=(unique_id or "")[:36],
+                action=(action or "")[:64],
+                size=size,
+                payload=text,
+                outcome=outcome,
+                reason=reason[:255],
+                topic=topic[:255],
+            )
         )
         if len(self.rows) >= BATCH_ROWS:
             self._wake.set()
@@ -161,7 +183,8 @@ def _write(rows: list[dict], presence: list[tuple], counters: dict) -> None:
                 )
         for sid, (n_in, n_out, last) in counters.items():
             Station.objects.filter(id=sid).update(
-                frames_in=F("frames_in") + n_in, frames_out=F("frames_out") + n_out,
+                frames_in=F("frames_in") + n_in,
+                frames_out=F("frames_out") + n_out,
                 last_frame_at=last,
             )
         if rows:

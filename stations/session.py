@@ -69,26 +69,42 @@ class Session:
 
     def log(self, direction, frame_type, unique_id, action, raw, outcome, reason="", topic=""):
         self.gw.writer.add(
-            cid=self.cid, station_id=self.station_id, direction=direction,
-            message_type=frame_type, unique_id=unique_id, action=action or "", raw=raw,
-            outcome=outcome, reason=reason, topic=topic,
+            cid=self.cid,
+            station_id=self.station_id,
+            direction=direction,
+            message_type=frame_type,
+            unique_id=unique_id,
+            action=action or "",
+            raw=raw,
+            outcome=outcome,
+            reason=reason,
+            topic=topic,
         )
 
     def _publish(self, direction, frame: Frame, action, raw_in, *, late=False, call=None):
         body = envelopes.upstream(frame, action, late=late)
         pending, topic = self.gw.publish(direction, self, action, frame, body)
-        self.log("in", frame.type, frame.id, action, raw_in,
-                 "published" if pending else "dropped",
-                 "" if pending else "broker buffer full", topic)
+        self.log(
+            "in",
+            frame.type,
+            frame.id,
+            action,
+            raw_in,
+            "published" if pending else "dropped",
+            "" if pending else "broker buffer full",
+            topic,
+        )
         if call is not None and call.response_topic:
             self.gw.respond(call.response_topic, call.correlation, body)
         return pending
 
-    def _gateway_error(self, unique_id, action, code, description, reason, *, call=None,
-                       notice=False, extra=None):
+    def _gateway_error(
+        self, unique_id, action, code, description, reason, *, call=None, notice=False, extra=None
+    ):
         """Tell the backend what the gateway could not do (error topic) or noticed (notice topic)."""
-        body = envelopes.gateway_error(unique_id, action, code, description, reason,
-                                       self.gw.node, extra)
+        body = envelopes.gateway_error(
+            unique_id, action, code, description, reason, self.gw.node, extra
+        )
         topic = self.gw.publish_raw("notice" if notice else "error", self, action, unique_id, body)
         self.log("gw", CALLERROR, unique_id, action, body, "published", reason, topic)
         if call is not None and call.response_topic:
@@ -98,8 +114,13 @@ class Session:
         """A schema violation that must stop the frame, or None (logged-only violations pass)."""
         violation = self.gw.check(direction, self.version, action, kind, payload)
         if violation and self.gw.settings.OCPPGW_VALIDATION_FAILURE == "log":
-            log.info("%s %s %s: %s (passed: validation failure mode is log)",
-                     self.cid, direction, action, violation.description)
+            log.info(
+                "%s %s %s: %s (passed: validation failure mode is log)",
+                self.cid,
+                direction,
+                action,
+                violation.description,
+            )
             return None
         return violation
 
@@ -111,20 +132,37 @@ class Session:
             frame = frames.parse(text, self.version)
         except frames.FrameError as exc:
             self.log("in", None, exc.unique_id, "", text, "rejected", exc.description)
-            self.send(frames.call_error(exc.unique_id, exc.code, exc.description), CALLERROR,
-                      exc.unique_id, "", "sent", exc.code)
+            self.send(
+                frames.call_error(exc.unique_id, exc.code, exc.description),
+                CALLERROR,
+                exc.unique_id,
+                "",
+                "sent",
+                exc.code,
+            )
             return
         except frames.Ignored as exc:
             self.log("in", exc.frame_type, exc.unique_id, "", text, "ignored", exc.reason)
             return
-        handler = {CALL: self._cp_call, SEND: self._cp_send, CALLRESULT: self._cp_result,
-                   CALLERROR: self._cp_error, CALLRESULTERROR: self._cp_result_error}
+        handler = {
+            CALL: self._cp_call,
+            SEND: self._cp_send,
+            CALLRESULT: self._cp_result,
+            CALLERROR: self._cp_error,
+            CALLRESULTERROR: self._cp_result_error,
+        }
         handler[frame.type](frame, text)
 
     def _refuse_call(self, frame, text, code, description, reason):
         self.log("in", CALL, frame.id, frame.action, text, "rejected", reason)
-        self.send(frames.call_error(frame.id, code, description), CALLERROR, frame.id,
-                  frame.action, "sent", code)
+        self.send(
+            frames.call_error(frame.id, code, description),
+            CALLERROR,
+            frame.id,
+            frame.action,
+            "sent",
+            code,
+        )
 
     def _cp_call(self, frame: Frame, text: str) -> None:
         if not self.bucket.take(time.monotonic()):
@@ -133,13 +171,23 @@ class Session:
                 self._close(1008)
             return
         if frame.id in self.cp_pending:
-            self._refuse_call(frame, text, frames.rpc_error_code(self.version),
-                              "UniqueId is already used by an outstanding CALL", "duplicate id")
+            self._refuse_call(
+                frame,
+                text,
+                frames.rpc_error_code(self.version),
+                "UniqueId is already used by an outstanding CALL",
+                "duplicate id",
+            )
             return
         if not validation.is_known(self.version, frame.action):
             if self.gw.settings.OCPPGW_UNKNOWN_ACTIONS == "reject":
-                self._refuse_call(frame, text, "NotImplemented",
-                                  f"unknown action {frame.action}", "unknown action")
+                self._refuse_call(
+                    frame,
+                    text,
+                    "NotImplemented",
+                    f"unknown action {frame.action}",
+                    "unknown action",
+                )
                 return
         violation = self._check("upstream", frame.action, "call", frame.payload)
         if violation:
@@ -156,9 +204,17 @@ class Session:
         self.cp_expired.remember(unique_id, action)
         # withdrawn before publishing (broker away): published or answered, never both
         withdrawn = pending is not None and pending.cancel()
-        reason = "never published: broker unreachable" if withdrawn else "no answer from the backend"
-        self.send(frames.call_error(unique_id, "InternalError", "no answer from the backend"),
-                  CALLERROR, unique_id, action, "sent", reason)
+        reason = (
+            "never published: broker unreachable" if withdrawn else "no answer from the backend"
+        )
+        self.send(
+            frames.call_error(unique_id, "InternalError", "no answer from the backend"),
+            CALLERROR,
+            unique_id,
+            action,
+            "sent",
+            reason,
+        )
 
     def _cp_send(self, frame: Frame, text: str) -> None:
         violation = self._check("upstream", frame.action, "send", frame.payload)
@@ -175,15 +231,32 @@ class Session:
         violation = self._check("upstream", call.action, "result", frame.payload)
         self._finish_inflight()
         if violation:
-            self.log("in", CALLRESULT, frame.id, call.action, text, "rejected",
-                     violation.description)
-            self._gateway_error(frame.id, call.action, violation.code, violation.description,
-                                "invalid", notice=True,
-                                extra={"path": violation.path, "rule": violation.rule})
+            self.log(
+                "in", CALLRESULT, frame.id, call.action, text, "rejected", violation.description
+            )
+            self._gateway_error(
+                frame.id,
+                call.action,
+                violation.code,
+                violation.description,
+                "invalid",
+                notice=True,
+                extra={"path": violation.path, "rule": violation.rule},
+            )
             if self.version == "2.1":  # 2.1 §4.2.4: the caller answers an invalid result
-                self.send(frames.encode(Frame(CALLRESULTERROR, frame.id, code=violation.code,
-                                              description=violation.description)),
-                          CALLRESULTERROR, frame.id, call.action)
+                self.send(
+                    frames.encode(
+                        Frame(
+                            CALLRESULTERROR,
+                            frame.id,
+                            code=violation.code,
+                            description=violation.description,
+                        )
+                    ),
+                    CALLRESULTERROR,
+                    frame.id,
+                    call.action,
+                )
         else:
             self._publish("reply", frame, call.action, text, call=call)
         self.pump()
@@ -201,8 +274,14 @@ class Session:
         action = self.backend_expired.get(frame.id)
         if action is not None:  # answered after the backend was told "timeout"
             self._publish(direction, frame, action, text, late=True)
-            self._gateway_error(frame.id, action, "GenericError",
-                                "the station answered after the call timeout", "late", notice=True)
+            self._gateway_error(
+                frame.id,
+                action,
+                "GenericError",
+                "the station answered after the call timeout",
+                "late",
+                notice=True,
+            )
             return
         self._publish(direction, frame, None, text)
 
@@ -223,8 +302,15 @@ class Session:
             frame = envelopes.downstream(raw)
         except envelopes.EnvelopeError as exc:
             self.log("gw", None, exc.unique_id, exc.action, raw, "rejected", exc.why)
-            self._gateway_error(exc.unique_id, exc.action, "FormatViolation", exc.why, "invalid",
-                                notice=True, extra={"message": envelopes.excerpt(raw)})
+            self._gateway_error(
+                exc.unique_id,
+                exc.action,
+                "FormatViolation",
+                exc.why,
+                "invalid",
+                notice=True,
+                extra={"message": envelopes.excerpt(raw)},
+            )
             return
         if frame.type == CALL:
             self._backend_call(frame, raw, props)
@@ -240,15 +326,26 @@ class Session:
         violation = self._check("downstream", frame.action, "call", frame.payload)
         if violation:
             self.log("gw", CALL, frame.id, frame.action, raw, "rejected", violation.description)
-            self._gateway_error(frame.id, frame.action, violation.code, violation.description,
-                                "invalid", call=call,
-                                extra={"path": violation.path, "rule": violation.rule})
+            self._gateway_error(
+                frame.id,
+                frame.action,
+                violation.code,
+                violation.description,
+                "invalid",
+                call=call,
+                extra={"path": violation.path, "rule": violation.rule},
+            )
             return
         if len(self.queue) >= self.queue_len:
             self.log("gw", CALL, frame.id, frame.action, raw, "rejected", "queue full")
-            self._gateway_error(frame.id, frame.action, "GenericError",
-                                f"{self.queue_len} calls already wait for this station",
-                                "queue_full", call=call)
+            self._gateway_error(
+                frame.id,
+                frame.action,
+                "GenericError",
+                f"{self.queue_len} calls already wait for this station",
+                "queue_full",
+                call=call,
+            )
             return
         if self.call_timeout:
             call.timer = self.loop.call_later(self.call_timeout, self._backend_call_expired, call)
@@ -269,21 +366,33 @@ class Session:
         else:
             self.queue.remove(call)  # it ran out while queued: it is never sent
             description = "the call waited in the queue past its timeout"
-        self._gateway_error(call.frame.id, call.action, "GenericError", description, "timeout",
-                            call=call)
+        self._gateway_error(
+            call.frame.id, call.action, "GenericError", description, "timeout", call=call
+        )
         self.pump()
 
     def _backend_send(self, frame: Frame, raw: bytes) -> None:
         if self.version != "2.1":
-            self._gateway_error(frame.id, frame.action, "MessageTypeNotSupported",
-                                f"SEND does not exist in OCPP {self.version}", "invalid",
-                                notice=True)
+            self._gateway_error(
+                frame.id,
+                frame.action,
+                "MessageTypeNotSupported",
+                f"SEND does not exist in OCPP {self.version}",
+                "invalid",
+                notice=True,
+            )
             return
         violation = self._check("downstream", frame.action, "send", frame.payload)
         if violation:
             self.log("gw", SEND, frame.id, frame.action, raw, "rejected", violation.description)
-            self._gateway_error(frame.id, frame.action, violation.code, violation.description,
-                                "invalid", notice=True)
+            self._gateway_error(
+                frame.id,
+                frame.action,
+                violation.code,
+                violation.description,
+                "invalid",
+                notice=True,
+            )
             return
         self.send(frames.encode(frame), SEND, frame.id, frame.action)
 
@@ -292,8 +401,11 @@ class Session:
         if entry is None:
             action = self.cp_expired.get(frame.id)
             reason = "late" if action is not None else "unmatched"
-            why = ("the station's CALL already timed out" if action is not None
-                   else "no CALL from the station is outstanding with this UniqueId")
+            why = (
+                "the station's CALL already timed out"
+                if action is not None
+                else "no CALL from the station is outstanding with this UniqueId"
+            )
             self.log("gw", frame.type, frame.id, action, raw, "rejected", why)
             self._gateway_error(frame.id, action, "GenericError", why, reason, notice=True)
             return
@@ -303,14 +415,26 @@ class Session:
         if frame.type == CALLRESULT:
             violation = self._check("downstream", action, "result", frame.payload)
             if violation:
-                self.log("gw", CALLRESULT, frame.id, action, raw, "rejected",
-                         violation.description)
-                self._gateway_error(frame.id, action, violation.code, violation.description,
-                                    "invalid", notice=True,
-                                    extra={"path": violation.path, "rule": violation.rule})
-                self.send(frames.call_error(frame.id, "InternalError",
-                                            "the backend's answer failed validation"),
-                          CALLERROR, frame.id, action, "sent", "invalid backend answer")
+                self.log("gw", CALLRESULT, frame.id, action, raw, "rejected", violation.description)
+                self._gateway_error(
+                    frame.id,
+                    action,
+                    violation.code,
+                    violation.description,
+                    "invalid",
+                    notice=True,
+                    extra={"path": violation.path, "rule": violation.rule},
+                )
+                self.send(
+                    frames.call_error(
+                        frame.id, "InternalError", "the backend's answer failed validation"
+                    ),
+                    CALLERROR,
+                    frame.id,
+                    action,
+                    "sent",
+                    "invalid backend answer",
+                )
                 return
         else:
             frame.code = validation.spell(frame.code, self.version)
@@ -320,8 +444,11 @@ class Session:
     def _backend_result_error(self, frame: Frame, raw: bytes) -> None:
         action = self.backend_answered.get(frame.id)
         if self.version != "2.1" or action is None:
-            why = ("CALLRESULTERROR does not exist in OCPP " + self.version
-                   if self.version != "2.1" else "no recently answered CALL has this UniqueId")
+            why = (
+                "CALLRESULTERROR does not exist in OCPP " + self.version
+                if self.version != "2.1"
+                else "no recently answered CALL has this UniqueId"
+            )
             self.log("gw", CALLRESULTERROR, frame.id, action, raw, "rejected", why)
             self._gateway_error(frame.id, action, "GenericError", why, "unmatched", notice=True)
             return
@@ -337,8 +464,14 @@ class Session:
         for call in calls:
             if call.timer:
                 call.timer.cancel()
-            self._gateway_error(call.frame.id, call.action, "GenericError",
-                                f"the station disconnected ({reason})", "offline", call=call)
+            self._gateway_error(
+                call.frame.id,
+                call.action,
+                "GenericError",
+                f"the station disconnected ({reason})",
+                "offline",
+                call=call,
+            )
         for _, timer, _ in self.cp_pending.values():
             if timer:
                 timer.cancel()
@@ -356,11 +489,23 @@ class OfflineStation(Session):
         try:
             frame = envelopes.downstream(raw)
         except envelopes.EnvelopeError as exc:
-            self._gateway_error(exc.unique_id, exc.action, "FormatViolation", exc.why, "invalid",
-                                notice=True, extra={"message": envelopes.excerpt(raw)})
+            self._gateway_error(
+                exc.unique_id,
+                exc.action,
+                "FormatViolation",
+                exc.why,
+                "invalid",
+                notice=True,
+                extra={"message": envelopes.excerpt(raw)},
+            )
             return
         is_call = frame.type == CALL
-        self._gateway_error(frame.id, frame.action, "GenericError",
-                            "the station is not connected to any gateway process", "offline",
-                            call=BackendCall(frame, props) if is_call else None,
-                            notice=not is_call)
+        self._gateway_error(
+            frame.id,
+            frame.action,
+            "GenericError",
+            "the station is not connected to any gateway process",
+            "offline",
+            call=BackendCall(frame, props) if is_call else None,
+            notice=not is_call,
+        )

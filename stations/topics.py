@@ -35,7 +35,10 @@ def validate(template: str, *, downstream: bool = False) -> str | None:
         if any(p in template for p in ("${action}", "${id}", "${type}")):
             return "a downstream filter can use only ${cid} and ${version}"
         levels = template.split("/")
-        if any("#" in level and (level != "#" or i != len(levels) - 1) for i, level in enumerate(levels)):
+        if any(
+            "#" in level and (level != "#" or i != len(levels) - 1)
+            for i, level in enumerate(levels)
+        ):
             return "'#' must be the last level of a filter"
         if any("+" in level and level != "+" for level in levels):
             return "'+' must stand alone in a filter level"

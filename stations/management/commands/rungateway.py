@@ -18,10 +18,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="0.0.0.0", help="interface to listen on")
         parser.add_argument("--port", type=int, default=settings.OCPPGW_PORT)
-        parser.add_argument("--admin-port", type=int, default=settings.OCPPGW_ADMIN_PORT,
-                            help="second listener for portal, admin, API and metrics (0 = none)")
+        parser.add_argument(
+            "--admin-port",
+            type=int,
+            default=settings.OCPPGW_ADMIN_PORT,
+            help="second listener for portal, admin, API and metrics (0 = none)",
+        )
+        parser.add_argument(
+            "--embedded-broker",
+            action="store_true",
+            help="start an in-process MQTT broker when MQTT_URL is unset and "
+            "nothing listens on 127.0.0.1:1883 (laptop quick start)",
+        )
 
-    def handle(self, *args, host, port, admin_port, **options):
+    def handle(self, *args, host, port, admin_port, embedded_broker, **options):
+        if embedded_broker:
+            self._maybe_start_broker()
         from daphne.server import Server  # installs the asyncio reactor: import it first
         from twisted.internet import defer, reactor
 
@@ -56,6 +68,17 @@ class Command(BaseCommand):
 
         reactor.addSystemEventTrigger("before", "shutdown", graceful)
         server.run()
+
+    def _maybe_start_broker(self):
+        from stations import embedded_broker
+
+        if os.environ.get("MQTT_URL"):
+            return
+        if embedded_broker.port_in_use("127.0.0.1", 1883):
+            self.stdout.write("using the MQTT broker already listening on 127.0.0.1:1883")
+            return
+        embedded_broker.start_in_thread("127.0.0.1", 1883)
+        self.stdout.write("started an embedded MQTT broker on 127.0.0.1:1883 (laptop use only)")
 
     def _ready(self, host, port, admin_port):
         where = f"ws://{host}:{port}/ocpp/<charge point id>"
