@@ -75,7 +75,9 @@ async def handle(ws) -> None:
             if mapped is None:
                 continue
             kind, env = mapped
-            topic = f"ocpp/cp/{kind}/{cid}" if kind in ("Reply", "Error") else f"ocpp/cp/{cid}/{kind}"
+            topic = (
+                f"ocpp/cp/{kind}/{cid}" if kind in ("Reply", "Error") else f"ocpp/cp/{cid}/{kind}"
+            )
             await mqtt.publish(topic, orjson.dumps(env), qos=1)
     except ConnectionClosed:
         pass
@@ -121,7 +123,7 @@ async def main(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     # max_inflight 0 = unlimited: 1000 CPs each waiting on a PUBACK must not queue behind 20.
     async with aiomqtt.Client(
-        args.mqtt_host, args.mqtt_port, max_inflight_messages=0, timeout=60
+        args.mqtt_host, args.mqtt_port, max_inflight_messages=65535, timeout=60
     ) as client:
         mqtt = client
         client.pending_calls_threshold = 1_000_000  # else one warning per publish past 10

@@ -21,7 +21,6 @@ from array import array
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-
 from shm import Slots
 
 DROPPED = "$SYS/broker/publish/messages/dropped"

@@ -27,10 +27,9 @@ import time
 from collections import Counter
 
 import orjson
+from shm import Slots
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-from shm import Slots
 
 CMD_TIMEOUT = 600.0  # no phase waits longer than this for its command
 
