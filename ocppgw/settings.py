@@ -208,6 +208,8 @@ OCPPGW_BROKER_GRACE_S = cfg.int("OCPPGW_BROKER_GRACE_S", 30, min_value=1)
 OCPPGW_QUEUE_LEN = cfg.int("OCPPGW_QUEUE_LEN", 100, min_value=1)
 # seconds a CALL may wait for its answer, queue time included (0 = no timeout)
 OCPPGW_CALL_TIMEOUT_S = cfg.float("OCPPGW_CALL_TIMEOUT_S", 30.0, min_value=0)
+# seconds the old password keeps working after a rotation through OCPP (stations reconnect)
+OCPPGW_ROTATION_GRACE_S = cfg.int("OCPPGW_ROTATION_GRACE_S", 3600, min_value=0)
 # name of this gateway process in presence events and node topics; default host:pid
 OCPPGW_NODE = cfg.str("OCPPGW_NODE", "")
 

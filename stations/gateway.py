@@ -104,7 +104,10 @@ class Gateway:
         # compiling the 2.1 schemas takes ~2 s: do it off the loop before stations need them
         for name in self.settings.OCPPGW_SUBPROTOCOLS:
             self.loop.run_in_executor(None, validation.warm, name.removeprefix("ocpp"))
-        for job in (self._poll_forever(), self._prune_forever(), self.cluster.run()):
+        jobs = [self._poll_forever(), self._prune_forever(), self.cluster.run()]
+        if self.settings.OCPPGW_IDLE_TIMEOUT_S:
+            jobs.append(self._close_idle_forever(self.settings.OCPPGW_IDLE_TIMEOUT_S))
+        for job in jobs:
             self._tasks.append(self.loop.create_task(job))
 
     # --- publishing --------------------------------------------------------------------------------
@@ -367,6 +370,14 @@ class Gateway:
             held = self.sessions.get(cid_key)
             if held is not None and not still_valid and held.authenticated_at < changed_at:
                 held.kick(reason)
+
+    async def _close_idle_forever(self, idle_s: int) -> None:
+        while True:
+            await asyncio.sleep(min(idle_s / 4, 10))
+            quiet_since = time.monotonic() - idle_s
+            for consumer in list(self.sessions.values()):
+                if consumer.session.last_rx < quiet_since:
+                    consumer.kick(f"idle for {idle_s}s")
 
     async def _prune_forever(self) -> None:
         from stations import retention

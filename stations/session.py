@@ -11,7 +11,9 @@ import collections
 import logging
 import time
 
-from stations import envelopes, frames, validation
+from channels.db import database_sync_to_async
+
+from stations import envelopes, frames, rotation, services, validation
 from stations.frames import CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, Frame
 
 log = logging.getLogger("ocppgw.session")
@@ -30,11 +32,25 @@ class _Recent(collections.OrderedDict):
 
 
 class BackendCall:
-    __slots__ = ("action", "correlation", "frame", "response_topic", "timer")
+    __slots__ = ("action", "correlation", "frame", "logged", "response_topic", "secret", "timer")
 
-    def __init__(self, frame: Frame, props):
+    def __init__(self, frame: Frame, props, version: str = ""):
         self.frame = frame
         self.action = frame.action
+        # a password set through OCPP: stored once accepted, never written to the log
+        self.secret = rotation.secret_in(version, frame.action, frame.payload)
+        self.logged = (
+            frames.encode(
+                Frame(
+                    CALL,
+                    frame.id,
+                    action=frame.action,
+                    payload=rotation.redact(version, frame.action, frame.payload),
+                )
+            )
+            if self.secret
+            else None
+        )
         self.response_topic = getattr(props, "ResponseTopic", None) if props else None
         self.correlation = getattr(props, "CorrelationData", None) if props else None
         self.timer: asyncio.TimerHandle | None = None
@@ -60,12 +76,14 @@ class Session:
         self.inflight: BackendCall | None = None
         self.backend_answered, self.backend_expired = _Recent(), _Recent()
         self.closed = False
+        self.last_rx = time.monotonic()  # for OCPPGW_IDLE_TIMEOUT_S
 
     # --- helpers ---------------------------------------------------------------------------------
-    def send(self, text: str, frame_type, unique_id, action, outcome="sent", reason="") -> None:
+    def send(self, text, frame_type, unique_id, action, outcome="sent", reason="", logged=None):
+        """Send text to the station and log it (`logged` replaces text that holds a secret)."""
         self._send(text)
         self.gw.writer.count(self.station_id, inbound=False)
-        self.log("out", frame_type, unique_id, action, text, outcome, reason)
+        self.log("out", frame_type, unique_id, action, logged or text, outcome, reason)
 
     def log(self, direction, frame_type, unique_id, action, raw, outcome, reason="", topic=""):
         self.gw.writer.add(
@@ -127,6 +145,7 @@ class Session:
     # --- frames from the station -----------------------------------------------------------------
     def on_text(self, text: str) -> None:
         """Handle one text message from the station."""
+        self.last_rx = time.monotonic()
         self.gw.writer.count(self.station_id, inbound=True)
         try:
             frame = frames.parse(text, self.version)
@@ -259,7 +278,23 @@ class Session:
                 )
         else:
             self._publish("reply", frame, call.action, text, call=call)
+            if call.secret and rotation.accepted(self.version, frame.payload):
+                self._store_password(call.secret)
         self.pump()
+
+    def _store_password(self, secret: str) -> None:
+        """The station accepted a new password: store its hash; the old one works for a while."""
+        self.gw.cache.forget(self.cid_key)
+        grace = self.gw.settings.OCPPGW_ROTATION_GRACE_S
+        task = self.loop.create_task(
+            database_sync_to_async(services.rotate_password)(self.station_id, secret, grace)
+        )
+        task.add_done_callback(
+            lambda t: (
+                t.exception()
+                and log.error("%s: storing the new password failed: %s", self.cid, t.exception())
+            )
+        )
 
     def _cp_error(self, frame: Frame, text: str) -> None:
         call = self.inflight if self.inflight and self.inflight.frame.id == frame.id else None
@@ -322,7 +357,8 @@ class Session:
             self._backend_result_error(frame, raw)
 
     def _backend_call(self, frame: Frame, raw: bytes, props) -> None:
-        call = BackendCall(frame, props)
+        call = BackendCall(frame, props, self.version)
+        raw = call.logged or raw
         violation = self._check("downstream", frame.action, "call", frame.payload)
         if violation:
             self.log("gw", CALL, frame.id, frame.action, raw, "rejected", violation.description)
@@ -356,7 +392,9 @@ class Session:
         """Send the next queued backend CALL if none is outstanding."""
         if self.inflight is None and self.queue and not self.closed:
             call = self.inflight = self.queue.popleft()
-            self.send(frames.encode(call.frame), CALL, call.frame.id, call.action)
+            self.send(
+                frames.encode(call.frame), CALL, call.frame.id, call.action, logged=call.logged
+            )
 
     def _backend_call_expired(self, call: BackendCall) -> None:
         if call is self.inflight:
