@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py quickstart
+	$(PY) manage.py quickstart --port $(PORT)
 	$(PY) manage.py rungateway --port $(PORT) --embedded-broker
 
 lint: $(VENV)/.installed

@@ -13,7 +13,10 @@ DEMO_CID = "CP001"
 class Command(BaseCommand):
     help = "Create (or reset) the demo admin and station CP001 and print how to use them."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=settings.OCPPGW_PORT)
+
+    def handle(self, *args, port, **options):
         if not settings.DEBUG:
             raise CommandError("quickstart resets demo passwords: run it only with DEBUG=true")
         password = secrets.token_urlsafe(12)
@@ -31,7 +34,6 @@ class Command(BaseCommand):
             update=True,
             stdout=open("/dev/null", "w"),
         )
-        port = settings.OCPPGW_PORT
         admin_port = settings.OCPPGW_ADMIN_PORT or port
         self.stdout.write(
             "\n".join(

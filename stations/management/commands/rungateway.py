@@ -78,6 +78,7 @@ class Command(BaseCommand):
             self.stdout.write("using the MQTT broker already listening on 127.0.0.1:1883")
             return
         embedded_broker.start_in_thread("127.0.0.1", 1883)
+        settings.OCPPGW_MQTT_PROTOCOL = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
         self.stdout.write("started an embedded MQTT broker on 127.0.0.1:1883 (laptop use only)")
 
     def _ready(self, host, port, admin_port):
