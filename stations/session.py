@@ -13,13 +13,16 @@ import time
 
 from channels.db import database_sync_to_async
 
-from stations import envelopes, frames, rotation, services, validation
+from ocppgw import logs
+from stations import envelopes, frames, metrics, rotation, services, validation
 from stations.frames import CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, Frame
 
 log = logging.getLogger("ocppgw.session")
 
 RECENT_IDS = 256  # answered or expired CALL ids remembered, for [5] frames and late answers
 ABUSE_STRIKES = 50  # CALLs refused in a row for rate before the socket is closed (1008)
+# station CALLs awaiting the backend; bounds memory when the call timeout is off (0)
+MAX_PENDING_CP_CALLS = 1000
 
 
 class _Recent(collections.OrderedDict):
@@ -82,10 +85,13 @@ class Session:
     def send(self, text, frame_type, unique_id, action, outcome="sent", reason="", logged=None):
         """Send text to the station and log it (`logged` replaces text that holds a secret)."""
         self._send(text)
+        if frame_type == CALLERROR and reason:  # gateway-made (a forwarded one has no reason)
+            metrics.callerror_sent(text)
         self.gw.writer.count(self.station_id, inbound=False)
         self.log("out", frame_type, unique_id, action, logged or text, outcome, reason)
 
     def log(self, direction, frame_type, unique_id, action, raw, outcome, reason="", topic=""):
+        metrics.frame(direction, frame_type, action)
         self.gw.writer.add(
             cid=self.cid,
             station_id=self.station_id,
@@ -102,6 +108,7 @@ class Session:
     def _publish(self, direction, frame: Frame, action, raw_in, *, late=False, call=None):
         body = envelopes.upstream(frame, action, late=late)
         pending, topic = self.gw.publish(direction, self, action, frame, body)
+        metrics.published(pending, self.last_rx)
         self.log(
             "in",
             frame.type,
@@ -123,6 +130,7 @@ class Session:
         body = envelopes.gateway_error(
             unique_id, action, code, description, reason, self.gw.node, extra
         )
+        metrics.gateway_error(reason, notice)
         topic = self.gw.publish_raw("notice" if notice else "error", self, action, unique_id, body)
         self.log("gw", CALLERROR, unique_id, action, body, "published", reason, topic)
         if call is not None and call.response_topic:
@@ -149,6 +157,7 @@ class Session:
         self.gw.writer.count(self.station_id, inbound=True)
         try:
             frame = frames.parse(text, self.version)
+            logs.unique_id_var.set(frame.id)
         except frames.FrameError as exc:
             self.log("in", None, exc.unique_id, "", text, "rejected", exc.description)
             self.send(
@@ -217,6 +226,21 @@ class Session:
         if self.call_timeout:
             timer = self.loop.call_later(self.call_timeout, self._cp_call_expired, frame.id)
         self.cp_pending[frame.id] = [frame.action, timer, pending]
+        if len(self.cp_pending) > MAX_PENDING_CP_CALLS:
+            # the oldest is forgotten: a backend answer to it becomes an "unmatched" notice
+            oldest = next(iter(self.cp_pending))
+            old_action, old_timer, _ = self.cp_pending.pop(oldest)
+            if old_timer:
+                old_timer.cancel()
+            self.log(
+                "gw",
+                CALL,
+                oldest,
+                old_action,
+                "",
+                "dropped",
+                f"over {MAX_PENDING_CP_CALLS} unanswered CALLs: forgotten",
+            )
 
     def _cp_call_expired(self, unique_id: str) -> None:
         action, _, pending = self.cp_pending.pop(unique_id)
@@ -333,6 +357,7 @@ class Session:
     # --- envelopes from the backend --------------------------------------------------------------
     def on_downstream(self, raw: bytes, props) -> None:
         """Handle one backend message addressed to this station."""
+        logs.cid_var.set(self.cid)  # runs in the bridge callback's own context copy
         try:
             frame = envelopes.downstream(raw)
         except envelopes.EnvelopeError as exc:

@@ -37,7 +37,10 @@ class Command(BaseCommand):
         from daphne.server import Server  # installs the asyncio reactor: import it first
         from twisted.internet import defer, reactor
 
+        from ocppgw import backpressure
         from ocppgw.asgi import application
+
+        backpressure.install()
         from stations import gateway
 
         endpoints = [f"tcp:port={port}:interface={host}:backlog={LISTEN_BACKLOG}"]

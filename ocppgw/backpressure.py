@@ -1,0 +1,42 @@
+"""Backpressure for Daphne's WebSockets: stop reading a socket while its consumer is behind.
+
+Daphne hands every frame to the application's asyncio.Queue without a bound, so a station (or
+a thousand) sending faster than the gateway can process grows memory without limit and starves
+the event loop with reads. Here a connection stops reading (TCP pushes back on the sender) when
+HIGH frames wait, and resumes when its consumer has taken the queue down to LOW.
+"""
+
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+
+HIGH_FRAMES = 32
+LOW_FRAMES = 4
+
+
+class BackpressureWebSocketProtocol(WebSocketProtocol):
+    _paused = False
+
+    def applicationCreateWorked(self, application_queue):
+        super().applicationCreateWorked(application_queue)
+        original_get = application_queue._get
+
+        # asyncio.Queue.get()/get_nowait() take items through _get(): resume reading from there
+        def get():
+            item = original_get()
+            if self._paused and application_queue.qsize() <= LOW_FRAMES:
+                self._paused = False
+                self.transport.resumeProducing()
+            return item
+
+        application_queue._get = get
+
+    def onMessage(self, payload, isBinary):
+        super().onMessage(payload, isBinary)
+        queue = getattr(self, "application_queue", None)
+        if not self._paused and queue is not None and queue.qsize() >= HIGH_FRAMES:
+            self._paused = True
+            self.transport.pauseProducing()
+
+
+def install() -> None:
+    """Make Daphne's WebSocket factory build backpressured protocols."""
+    WebSocketFactory.protocol = BackpressureWebSocketProtocol
