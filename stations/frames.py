@@ -72,11 +72,19 @@ def parse(text: str | bytes, version: str) -> Frame:
         raise FrameError(rpc, "frame is not valid JSON") from None
     if not isinstance(data, list):
         raise FrameError(rpc, "frame is not a JSON array")
+    # a frame whose MessageTypeId names an answer or a SEND is never answered, however broken:
+    # a CALLERROR answers only a CALL (2.0.1 §4.2.3)
+    head = data[0] if data else None
+    silent = type(head) is int and head != CALL and head in TYPES_BY_VERSION[version]
     if len(data) < 3:
+        if silent:
+            raise Ignored(f"{TYPE_NAMES[head]} has fewer than 3 elements", head)
         raise FrameError(
             rpc, "frame has fewer than 3 elements", _readable_id(data[1:2] and data[1])
         )
     msg_type, unique_id = data[0], data[1]
+    if silent and _readable_id(unique_id) == "-1":
+        raise Ignored(f"UniqueId must be a string of 1 to {MAX_ID_CHARS} characters", head)
     if not isinstance(unique_id, str):
         raise FrameError(rpc, "UniqueId is not a string")
     if not unique_id or len(unique_id) > MAX_ID_CHARS:
