@@ -38,7 +38,8 @@ class RuleSet:
                     found = rules.get(key)
                     if found:
                         return found
-            found = rules.get((direction, action, ""))
+            # an action-blank global rule applies to every action, over the setting
+            found = rules.get((direction, action, "")) or rules.get((direction, "", ""))
             if found:
                 return found
         return self.defaults[direction]
