@@ -1,9 +1,198 @@
-from django.contrib.admin.views.decorators import staff_member_required
-from django.shortcuts import render
+"""Portal pages about stations: the live list, one station's page, kick and send a command.
 
-from stations.models import Station
+The truth is the database: the gateway processes write presence and counters there in batches
+(every ~0.5 s and ~1 s), so every portal page is correct whichever process holds a station.
+"""
+
+from django.contrib import messages
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from portal import commands
+from portal.access import post_with_permission, staff_required
+from portal.forms import CommandForm
+from stations import identity
+from stations.models import MessageLog, Station
+
+LIVE_ROWS = 500  # the live list shows this many matches; the search narrows it
+RECENT_FRAMES = 25
+PRESENCE_ROWS = 15
+PRESENCE_OUTCOMES = ("connected", "disconnected", "refused")
+_LIVE_FIELDS = (
+    "cid",
+    "ocpp_version",
+    "node",
+    "connected_at",
+    "last_frame_at",
+    "frames_in",
+    "frames_out",
+)
 
 
-@staff_member_required
+def _station_or_404(cid: str) -> Station:
+    station = Station.objects.filter(cid_key=identity.key(cid)).select_related("user").first()
+    if station is None:
+        raise Http404(f"no station {cid!r}")
+    return station
+
+
+def _connected(search: str):
+    qs = Station.objects.connected()
+    if search:
+        qs = qs.filter(cid_key__contains=identity.key(search))
+    return qs
+
+
+@staff_required
 def stations(request):
-    return render(request, "portal/stations.html", {"stations": Station.objects.for_portal()})
+    """Connected stations; the table refreshes itself from stations_live."""
+    if request.GET.get("open", "").strip():
+        return redirect("portal:station", cid=request.GET["open"].strip())
+    search = request.GET.get("q", "").strip()
+    rows = list(_connected(search).order_by("cid_key").values(*_LIVE_FIELDS)[:LIVE_ROWS])
+    context = {
+        "rows": rows,
+        "search": search,
+        "total": Station.objects.connected().count(),
+        "limit": LIVE_ROWS,
+        "refused": Station.objects.filter(last_refused_at__isnull=False)
+        .order_by("-last_refused_at")
+        .values("cid", "last_refused_at", "last_refused_reason")[:5],
+    }
+    return render(request, "portal/stations.html", context)
+
+
+@staff_required
+def stations_live(request):
+    """The connected stations as JSON, polled every second by live.js (two queries)."""
+    search = request.GET.get("q", "").strip()
+    rows = list(_connected(search).order_by("cid_key").values(*_LIVE_FIELDS)[:LIVE_ROWS])
+    for row in rows:
+        row["url"] = reverse("portal:station", args=[row["cid"]])
+    return JsonResponse(
+        {"stations": rows, "total": Station.objects.connected().count(), "limit": LIVE_ROWS}
+    )
+
+
+def _recent(station):
+    frames = (
+        MessageLog.objects.filter(cid=station.cid)
+        .exclude(outcome__in=PRESENCE_OUTCOMES)
+        .order_by("-created", "-id")[:RECENT_FRAMES]
+    )
+    presence = MessageLog.objects.filter(
+        cid=station.cid, direction=MessageLog.GATEWAY, outcome__in=PRESENCE_OUTCOMES
+    ).order_by("-created", "-id")[:PRESENCE_ROWS]
+    return list(frames), list(presence)
+
+
+@staff_required
+def station(request, cid):
+    """One station: status, recent frames, presence history, kick, send a command."""
+    station = _station_or_404(cid)
+    frames, presence = _recent(station)
+    version = commands.version_of(station)
+    context = {
+        "station": station,
+        "frames": frames,
+        "presence": presence,
+        "actions": commands.actions(station),
+        "examples": commands.examples(version),
+        "version": version,
+        "form": CommandForm(initial={"action": "Reset" if version else ""}),
+        "pending": request.GET.get("command", "")[:36],
+    }
+    return render(request, "portal/station.html", context)
+
+
+@staff_required
+def station_live(request, cid):
+    """Status and recent frames of one station as JSON, polled by live.js (three queries)."""
+    station = _station_or_404(cid)
+    frames, presence = _recent(station)
+    return JsonResponse(
+        {
+            "station": {
+                "cid": station.cid,
+                "connected": station.is_connected,
+                "ocpp_version": station.ocpp_version,
+                "node": station.node,
+                "connected_at": station.connected_at,
+                "disconnected_at": station.disconnected_at,
+                "last_frame_at": station.last_frame_at,
+                "frames_in": station.frames_in,
+                "frames_out": station.frames_out,
+                "last_refused_at": station.last_refused_at,
+                "last_refused_reason": station.last_refused_reason,
+            },
+            "frames": [_frame(r) for r in frames],
+            "presence": [_frame(r) for r in presence],
+        }
+    )
+
+
+def _frame(row) -> dict:
+    return {
+        "id": row.id,
+        "created": row.created,
+        "direction": row.direction,
+        "message_type": row.message_type,
+        "action": row.action,
+        "unique_id": row.unique_id,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "size": row.size,
+        "payload": row.payload[:300],
+        "url": reverse("portal:message", args=[row.id]),
+    }
+
+
+@post_with_permission("stations.kick_station")
+def kick(request, cid):
+    """Close the station's socket wherever it is held (across processes through Redis)."""
+    station = _station_or_404(cid)
+    reason = request.POST.get("reason", "").strip()[:120] or f"kicked by {request.user}"
+    try:
+        commands.kick(station, reason)
+    except commands.Refused as exc:
+        messages.error(request, f"Could not kick {station.cid}: {exc.message}")
+    except TimeoutError:
+        messages.error(request, f"The gateway did not confirm the kick of {station.cid} in time.")
+    else:
+        messages.success(request, f"{station.cid} was asked to disconnect ({reason}).")
+    return redirect("portal:station", cid=station.cid)
+
+
+@post_with_permission("stations.send_command")
+def send_command(request, cid):
+    """Validate and publish a command; JSON for command.js, a redirect for a plain form post."""
+    station = _station_or_404(cid)
+    wants_json = request.accepts("application/json") and not request.accepts("text/html")
+    form = CommandForm(request.POST)
+    if not form.is_valid():
+        error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        return _refused(request, station, wants_json, commands.Refused(error))
+    try:
+        unique_id, topic = commands.send(
+            station, form.cleaned_data["action"], form.cleaned_data["payload"]
+        )
+    except commands.Refused as exc:
+        return _refused(request, station, wants_json, exc)
+    if wants_json:
+        return JsonResponse({"unique_id": unique_id, "topic": topic}, status=202)
+    messages.success(request, f"Sent {form.cleaned_data['action']} on {topic}.")
+    return redirect(reverse("portal:station", args=[station.cid]) + f"?command={unique_id}")
+
+
+def _refused(request, station, wants_json, exc):
+    if wants_json:
+        return JsonResponse({"error": exc.message, "path": exc.path, "rule": exc.rule}, status=400)
+    messages.error(request, f"Not sent: {exc.message}")
+    return redirect("portal:station", cid=station.cid)
+
+
+@staff_required
+def command_answer(request, cid, unique_id):
+    """What became of a command: polled by command.js until answered or failed."""
+    return JsonResponse(commands.answer(_station_or_404(cid), unique_id))

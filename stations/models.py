@@ -57,6 +57,11 @@ class Station(models.Model):
 
     class Meta:
         ordering = ["cid_key"]
+        # operator actions of the portal and API, granted separately from editing stations
+        permissions = [
+            ("kick_station", "Can close a station's live connection"),
+            ("send_command", "Can send OCPP commands to a station"),
+        ]
 
     def __str__(self):
         return self.cid
@@ -177,6 +182,15 @@ class MessageLog(models.Model):
             models.Index(fields=["-created", "-id"], name="msglog_created"),
             # request/answer linking and the UniqueId filter
             models.Index(fields=["unique_id"], name="msglog_unique_id"),
+            # portal/API log filtered by action over every station (a rare action would
+            # otherwise walk msglog_created across the whole table)
+            models.Index(fields=["action", "-created", "-id"], name="msglog_action_created"),
+            # station page: presence history, rare rows among a busy station's frames
+            models.Index(
+                fields=["cid", "-created", "-id"],
+                condition=Q(outcome__in=["connected", "disconnected", "refused"]),
+                name="msglog_presence",
+            ),
         ]
 
     def __str__(self):

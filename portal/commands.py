@@ -1,0 +1,209 @@
+"""Operator actions on a station, shared by the portal and the API: send a command, kick, answer.
+
+A command is published on the station's downstream topic exactly as a backend would publish it, so
+there is one downstream path (queueing, timeouts, validation, logging all happen in the gateway).
+Views are sync; the gateway's loop runs in another thread of the same process, or not at all here.
+"""
+
+import asyncio
+import uuid
+from urllib.parse import unquote, urlsplit
+
+import orjson
+from django.conf import settings
+
+from stations import cluster, gateway, topics, validation
+from stations.models import MessageLog, TopicRule, ValidationExemption
+from stations.rules import Rule, RuleSet
+
+# what stands in for a `#` or `+` level of the downstream filter in the topic the portal publishes on
+PORTAL_LEVEL = "portal"
+KICK_WAIT_S = 5.0
+PUBLISH_WAIT_S = 5.0
+
+
+class Refused(Exception):
+    """The command cannot be sent; `path` and `rule` name the schema violation, if that is why."""
+
+    def __init__(self, message: str, path: str = "", rule: str = ""):
+        super().__init__(message)
+        self.message, self.path, self.rule = message, path, rule
+
+
+def version_of(station) -> str:
+    """The OCPP version the station last connected with; commands are checked against it."""
+    return station.ocpp_version or ""
+
+
+def actions(station) -> list[str]:
+    """Actions a CSMS may send to this station (empty while its version is unknown)."""
+    version = version_of(station)
+    return validation.actions(version, "csms") if version in validation.VERSIONS else []
+
+
+def examples(version: str) -> dict[str, dict]:
+    """A minimal valid payload per action of the version, to pre-fill the editor."""
+    if version not in validation.VERSIONS:
+        return {}
+    return {a: validation.example(version, a) for a in validation.actions(version, "csms")}
+
+
+def concrete(topic_filter: str) -> str:
+    """A publishable topic inside a subscription filter: wildcard levels become "portal"."""
+    return "/".join(
+        PORTAL_LEVEL if level in ("#", "+") else level for level in topic_filter.split("/")
+    )
+
+
+def downstream_topic(station) -> str:
+    """The topic a backend would publish this station's commands on, honouring topic rules."""
+    gw = gateway.current()
+    if gw is not None:
+        rule_set = gw.rules
+    else:
+        rules = [
+            Rule(r.direction, r.action, r.station.cid_key if r.station else "", r.template)
+            for r in TopicRule.objects.filter(direction=TopicRule.DOWNSTREAM).select_related(
+                "station"
+            )
+        ]
+        rule_set = RuleSet({"downstream": settings.OCPPGW_DOWNSTREAM_TOPIC}, rules)
+    template = rule_set.template("downstream", None, station.cid_key)
+    return concrete(topics.downstream_filter(template, station.cid, version_of(station)))
+
+
+def envelope(unique_id: str, action: str, payload: dict) -> bytes:
+    """The backend's CALL envelope (contract §2)."""
+    return orjson.dumps(
+        {"MessageTypeId": 2, "UniqueId": unique_id, "Action": action, "Payload": payload}
+    )
+
+
+def _exempt(action: str) -> bool:
+    return ValidationExemption.objects.filter(
+        action=action, direction__in=("downstream", "both")
+    ).exists()
+
+
+def send(station, action: str, payload) -> tuple[str, str]:
+    """Validate and publish a CALL to the station; returns (UniqueId, topic) or raises Refused."""
+    version = version_of(station)
+    if version not in validation.VERSIONS:
+        raise Refused("the station has never connected, so its OCPP version is unknown")
+    if action not in validation.actions(version, "csms"):
+        raise Refused(f"{action!r} is not an action a CSMS sends in OCPP {version}")
+    if not isinstance(payload, dict):
+        raise Refused("the payload must be a JSON object")
+    if settings.OCPPGW_VALIDATION in ("all", "downstream") and not _exempt(action):
+        violation = validation.check(version, action, "call", payload)
+        if violation:
+            raise Refused(violation.description, violation.path, violation.rule)
+    unique_id = str(uuid.uuid4())
+    topic = downstream_topic(station)
+    publish(topic, envelope(unique_id, action, payload))
+    return unique_id, topic
+
+
+def publish(topic: str, body: bytes) -> None:
+    """Publish through this process's gateway bridge, else with a short-lived MQTT client."""
+    gw = gateway.current()
+    if gw is not None:
+        if gw.bridge.publish(topic, body) is None:
+            raise Refused("the gateway's broker buffer is full; try again shortly")
+        return
+    _publish_once(topic, body)
+
+
+def _publish_once(topic: str, body: bytes) -> None:
+    import paho.mqtt.client as mqtt
+
+    url = urlsplit(settings.MQTT_URL)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"ocppgw-portal-{uuid.uuid4()}"
+    )
+    if url.username:
+        client.username_pw_set(unquote(url.username), unquote(url.password or ""))
+    if url.scheme == "mqtts":
+        client.tls_set()
+    try:
+        # blocking calls are fine here: this runs in a sync view's worker thread, not on a loop
+        client.connect(url.hostname, url.port or (8883 if url.scheme == "mqtts" else 1883), 10)
+        client.loop_start()
+        info = client.publish(topic, body, qos=max(1, settings.OCPPGW_MQTT_QOS))
+        info.wait_for_publish(PUBLISH_WAIT_S)
+        if not info.is_published():
+            raise Refused("the MQTT broker did not acknowledge the command")
+    except OSError as exc:
+        raise Refused(f"cannot reach the MQTT broker: {exc}") from exc
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def kick(station, reason: str) -> None:
+    """Close the station's socket in whichever gateway process holds it; raises Refused."""
+    reason = reason or "kicked by an operator"
+    gw = gateway.current()
+    if gw is not None:
+        future = asyncio.run_coroutine_threadsafe(gw.cluster.kick(station.cid_key, reason), gw.loop)
+        future.result(KICK_WAIT_S)
+        return
+    if not settings.REDIS_URL:
+        raise Refused("no gateway runs in this process and REDIS_URL is unset: cannot reach it")
+    import redis
+
+    message = {"op": "kick", "cid": station.cid_key, "reason": reason, "node": "portal"}
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.publish(cluster.CHANNEL, orjson.dumps(message))
+    except redis.RedisError as exc:
+        raise Refused(f"cannot reach Redis: {exc}") from exc
+    finally:
+        client.close()
+
+
+def answer(station, unique_id: str) -> dict:
+    """What became of a command so far: state waiting|sent|answered|error, with the rows seen.
+
+    The station's answer is an "in" row of type 3/4; a gateway error (invalid, offline, timeout,
+    queue full) is a "gw" row with the command's UniqueId.
+    """
+    rows = list(
+        MessageLog.objects.filter(unique_id=unique_id, cid=station.cid).order_by("created", "id")[
+            :10
+        ]
+    )
+    state, final = "waiting", None
+    for row in rows:
+        if row.direction == MessageLog.OUT and row.message_type == 2 and state == "waiting":
+            state = "sent"
+        elif row.direction == MessageLog.IN and row.message_type in (3, 4):
+            state, final = ("answered" if row.message_type == 3 else "error"), row
+        elif row.direction == MessageLog.GATEWAY and row.message_type == 4:
+            state, final = "error", row
+    return {
+        "unique_id": unique_id,
+        "state": state,
+        "answer": _answer_body(final),
+        "rows": [_row(r) for r in rows],
+    }
+
+
+def _answer_body(row):
+    if row is None:
+        return None
+    try:
+        return orjson.loads(row.payload)
+    except orjson.JSONDecodeError:
+        return row.payload
+
+
+def _row(row) -> dict:
+    return {
+        "id": row.id,
+        "created": row.created.isoformat(),
+        "direction": row.direction,
+        "message_type": row.message_type,
+        "outcome": row.outcome,
+        "reason": row.reason,
+    }

@@ -1,0 +1,181 @@
+// Live views: the connected-stations table and a station's status/frames, polled from small JSON
+// views (the database is the truth across gateway processes). No framework, no build step.
+(function () {
+  "use strict";
+
+  const TYPES = { 2: "CALL", 3: "RESULT", 4: "ERROR", 5: "RESULTERROR", 6: "SEND" };
+  const DIRS = { in: "from station", out: "to station", gw: "gateway" };
+
+  function pad(n, w) { return String(n).padStart(w || 2, "0"); }
+  function utc(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+      `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+  }
+  function utcMs(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}.` +
+      pad(d.getUTCMilliseconds(), 3);
+  }
+  function ago(iso) {
+    if (!iso) return "—";
+    const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    return utc(iso);
+  }
+  // build an element; text is always set as text, never as HTML
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+    }
+    for (const c of children) node.append(c);
+    return node;
+  }
+  async function getJSON(url) {
+    const r = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (r.status === 403 || r.redirected) { window.location.reload(); throw new Error("logged out"); }
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    return r.json();
+  }
+  function poll(every, fn) {
+    let timer = null;
+    const dot = document.getElementById("live-dot");
+    async function tick() {
+      try { await fn(); if (dot) dot.className = "dot live"; }
+      catch (e) { if (dot) dot.className = "dot stale"; }
+      timer = setTimeout(tick, every);
+    }
+    tick();
+    return () => { clearTimeout(timer); tick(); };
+  }
+  function refreshAgo() {
+    for (const n of document.querySelectorAll("[data-ago]")) {
+      if (n.dataset.ago) n.textContent = ago(n.dataset.ago);
+    }
+  }
+
+  // --- connected stations -------------------------------------------------------------------
+  function stationsPage(table) {
+    const body = table.tBodies[0];
+    const search = document.getElementById("search");
+    const total = document.getElementById("total");
+    const note = document.getElementById("limit-note");
+    const status = document.getElementById("live-status");
+    let known = new Set([...body.querySelectorAll("tr[data-cid]")].map((r) => r.dataset.cid));
+
+    function row(s, fresh) {
+      return el("tr", { "data-cid": s.cid, class: fresh ? "fresh" : null },
+        el("td", {}, el("a", { href: s.url, class: "cid", text: s.cid })),
+        el("td", {}, el("span", { class: "tag", text: s.ocpp_version || "?" })),
+        el("td", { class: "mono small", text: s.node }),
+        el("td", { text: utc(s.connected_at) }),
+        el("td", { "data-ago": s.last_frame_at || "", text: ago(s.last_frame_at) }),
+        el("td", { class: "num", text: s.frames_in }),
+        el("td", { class: "num", text: s.frames_out }));
+    }
+    async function update() {
+      const q = search.value.trim();
+      const data = await getJSON(`${table.dataset.liveUrl}?q=${encodeURIComponent(q)}`);
+      const rows = data.stations.map((s) => row(s, !known.has(s.cid)));
+      if (!rows.length) {
+        const text = q ? `No connected station matches “${q}”.` : "No station is connected right now.";
+        rows.push(el("tr", { class: "empty" }, el("td", { colspan: 7, text })));
+      }
+      body.replaceChildren(...rows);
+      known = new Set(data.stations.map((s) => s.cid));
+      total.textContent = data.total;
+      note.hidden = data.stations.length < data.limit;
+      status.textContent = `Last update ${utc(new Date().toISOString()).slice(11)} UTC.`;
+    }
+    const now = poll(1000, update);
+    let typing = null;
+    search.addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => {
+        const url = new URL(window.location);
+        if (search.value.trim()) url.searchParams.set("q", search.value.trim());
+        else url.searchParams.delete("q");
+        history.replaceState(null, "", url);
+        now();
+      }, 250);
+    });
+  }
+
+  // --- one station --------------------------------------------------------------------------
+  function frameRow(f) {
+    const outcome = el("td", {}, el("span", { class: `outcome ${f.outcome}`, text: f.outcome }));
+    if (f.reason) outcome.append(" ", el("span", { class: "muted small", text: f.reason }));
+    return el("tr", { class: `dir-${f.direction} outcome-${f.outcome}` },
+      el("td", { class: "mono small" }, el("a", { href: f.url, text: utcMs(f.created) })),
+      el("td", {}, el("span", { class: `dir ${f.direction}`, text: DIRS[f.direction] || f.direction })),
+      el("td", { class: "mono small", text: TYPES[f.message_type] || "" }),
+      el("td", { text: f.action }),
+      el("td", { class: "mono small uid", text: f.unique_id }),
+      outcome,
+      el("td", { class: "mono small payload", text: f.payload.length > 140 ? f.payload.slice(0, 139) + "…" : f.payload }));
+  }
+  function presenceRow(p) {
+    return el("tr", {},
+      el("td", { class: "mono small", text: utc(p.created) }),
+      el("td", {}, el("span", { class: `outcome ${p.outcome}`, text: p.outcome })),
+      el("td", { text: p.reason }));
+  }
+  function empty(cols, text) { return el("tr", { class: "empty" }, el("td", { colspan: cols, text })); }
+
+  function stationPage(head) {
+    const pill = document.getElementById("status-pill");
+    const kick = document.getElementById("kick-button");
+    const frames = document.getElementById("recent-frames");
+    const presence = document.getElementById("presence");
+    const field = (name) => document.querySelector(`[data-field="${name}"]`);
+    let lastTop = null;
+    async function update() {
+      const data = await getJSON(head.dataset.liveUrl);
+      const s = data.station;
+      pill.textContent = s.connected ? "connected" : "offline";
+      pill.className = `pill ${s.connected ? "online" : "offline"}`;
+      kick.disabled = !s.connected;
+      field("node").textContent = s.node || "—";
+      field("connected_at").textContent = s.connected ? utc(s.connected_at) : "—";
+      field("disconnected_at").textContent = utc(s.disconnected_at);
+      field("last_frame_at").dataset.ago = s.last_frame_at || "";
+      field("last_frame_at").textContent = ago(s.last_frame_at);
+      field("frames_in").textContent = s.frames_in;
+      field("frames_out").textContent = s.frames_out;
+      const refused = field("last_refused");
+      refused.replaceChildren(s.last_refused_at
+        ? el("span", {}, `${utc(s.last_refused_at)} — `, el("strong", { text: s.last_refused_reason }))
+        : "never");
+      const top = data.frames.length ? data.frames[0].id : null;
+      if (top !== lastTop) {  // redraw only when something new arrived (keeps text selectable)
+        lastTop = top;
+        frames.replaceChildren(...(data.frames.length ? data.frames.map(frameRow) : [empty(7, "No frames logged yet.")]));
+        presence.replaceChildren(...(data.presence.length ? data.presence.map(presenceRow) : [empty(3, "No connections logged yet.")]));
+      }
+    }
+    poll(2000, update);
+  }
+
+  // --- everywhere ---------------------------------------------------------------------------
+  document.addEventListener("submit", (event) => {
+    const message = event.target.dataset && event.target.dataset.confirm;
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+  const clock = document.getElementById("clock");
+  function tickClock() {
+    if (clock) clock.textContent = `now ${utc(new Date().toISOString())}`;
+    refreshAgo();
+  }
+  setInterval(tickClock, 1000);
+  tickClock();
+
+  const table = document.getElementById("stations");
+  if (table && table.dataset.liveUrl) stationsPage(table);
+  const head = document.getElementById("station");
+  if (head && head.dataset.liveUrl) stationPage(head);
+})();

@@ -1,0 +1,242 @@
+"""Django admin: stations and their credentials, topic rules, exemptions, the message log.
+
+Changelists stay cheap on big tables: joins for every FK column, no COUNT(*) of the whole log.
+"""
+
+import secrets
+
+from django import forms
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+from stations import auth, identity
+from stations.models import MessageLog, Station, TopicRule, ValidationExemption
+
+MIN_PASSWORD, MAX_PASSWORD = 16, 40  # OCPP BasicAuthPassword / AuthorizationKey
+
+
+def suggest_password() -> str:
+    """A random station password of 32 URL-safe characters."""
+    return secrets.token_urlsafe(24)[:32]
+
+
+class StationForm(forms.ModelForm):
+    new_password = forms.CharField(
+        required=False,
+        min_length=MIN_PASSWORD,
+        max_length=MAX_PASSWORD,
+        strip=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "size": 44}),
+        label="Set / rotate password",
+    )
+
+    class Meta:
+        model = Station
+        fields = ["cid", "enabled", "security_profile"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        rotating = bool(self.instance.pk and self.instance.user_id)
+        self.fields["new_password"].required = not rotating
+        self.fields["new_password"].help_text = (
+            f"{MIN_PASSWORD} to {MAX_PASSWORD} characters, stored only as a hash. "
+            + (
+                "Leave blank to keep the current one. Rotating it drops the live connection "
+                "within about a second; the station must then use the new password. "
+                if rotating
+                else ""
+            )
+            + f"A random one, if you want it: {suggest_password()}"
+        )
+
+    def clean_cid(self):
+        cid = self.cleaned_data["cid"]
+        others = Station.objects.filter(cid_key=identity.key(cid)).exclude(pk=self.instance.pk)
+        if others.exists():
+            raise forms.ValidationError("a station with this id exists (ids ignore case)")
+        if not self.instance.user_id:
+            # never take over a human's account: the station's user is named after its cid
+            if get_user_model().objects.filter(username__iexact=cid).exists():
+                raise forms.ValidationError(f"a user named {cid!r} already exists")
+        return cid
+
+
+@admin.register(Station)
+class StationAdmin(admin.ModelAdmin):
+    form = StationForm
+    list_display = [
+        "cid",
+        "enabled",
+        "security_profile",
+        "connected",
+        "ocpp_version",
+        "node",
+        "last_frame_at",
+        "frames_in",
+        "frames_out",
+        "user",
+    ]
+    list_select_related = ["user"]
+    list_filter = ["enabled", "security_profile", "ocpp_version"]
+    search_fields = ["cid_key"]
+    readonly_fields = [
+        "user",
+        "portal_link",
+        "ocpp_version",
+        "connection_id",
+        "node",
+        "connected_at",
+        "disconnected_at",
+        "last_frame_at",
+        "frames_in",
+        "frames_out",
+        "last_refused_at",
+        "last_refused_reason",
+        "credentials_changed_at",
+        "created_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["cid", "enabled", "security_profile", "portal_link"]}),
+        ("Credentials", {"fields": ["new_password", "user", "credentials_changed_at"]}),
+        (
+            "Presence and traffic (written by the gateway)",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "ocpp_version",
+                    "connection_id",
+                    "node",
+                    "connected_at",
+                    "disconnected_at",
+                    "last_frame_at",
+                    "frames_in",
+                    "frames_out",
+                    "last_refused_at",
+                    "last_refused_reason",
+                    "created_at",
+                ],
+            },
+        ),
+    ]
+
+    def get_search_results(self, request, queryset, search_term):
+        # cid_key is stored lowercased: match what the operator typed in any case
+        return super().get_search_results(request, queryset, search_term.lower())
+
+    @admin.display(boolean=True, ordering="connection_id")
+    def connected(self, obj):
+        return obj.is_connected
+
+    @admin.display(description="Portal")
+    def portal_link(self, obj):
+        if not obj.pk:
+            return "—"
+        return format_html(
+            '<a href="{}">open the station page</a>', reverse("portal:station", args=[obj.cid])
+        )
+
+    @transaction.atomic
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        password = form.cleaned_data.get("new_password")
+        if password:
+            set_station_password(obj, password)
+
+
+def set_station_password(station: Station, password: str) -> None:
+    """Hash and store a station password, creating its user if needed (username = cid).
+
+    Changing the hash bumps credentials_changed_at (stations.signals), so every gateway process
+    forgets the old verification and closes the live socket within about a second.
+    """
+    user = station.user
+    if user is None:
+        user, _ = get_user_model().objects.get_or_create(username=station.cid)
+    user.password = make_password(password, hasher=auth.STATION_HASHER)
+    user.save()
+    if station.user_id != user.pk:
+        station.user = user
+        station.save(update_fields=["user"])
+
+
+@admin.register(TopicRule)
+class TopicRuleAdmin(admin.ModelAdmin):
+    list_display = ["direction", "action_or_all", "station", "template", "updated_at"]
+    list_select_related = ["station"]
+    list_filter = ["direction"]
+    search_fields = ["action", "template", "station__cid_key"]
+    autocomplete_fields = ["station"]
+
+    @admin.display(description="action", ordering="action")
+    def action_or_all(self, obj):
+        return obj.action or "(every action)"
+
+
+@admin.register(ValidationExemption)
+class ValidationExemptionAdmin(admin.ModelAdmin):
+    list_display = ["action", "direction", "note", "updated_at"]
+    list_filter = ["direction"]
+    search_fields = ["action"]
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP rows (COUNT over a LIMITed subquery), never the whole log."""
+
+    CAP = 10000
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.CAP].count()
+
+
+@admin.register(MessageLog)
+class MessageLogAdmin(admin.ModelAdmin):
+    """Read-only. For deep paging and time ranges use the portal's message log (keyset pages)."""
+
+    list_display = [
+        "created",
+        "cid",
+        "station_link",
+        "direction",
+        "message_type",
+        "action",
+        "unique_id",
+        "outcome",
+        "size",
+    ]
+    list_select_related = ["station"]
+    list_filter = ["direction", "message_type", "outcome"]
+    # exact matches only: they use the indexes, a LIKE '%…%' would scan millions of rows
+    search_fields = ["=unique_id", "=cid", "=action"]
+    raw_id_fields = ["station"]
+    ordering = ["-created", "-id"]
+    sortable_by = []  # every order but the indexed default would sort the whole table
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    list_per_page = 100
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in MessageLog._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="station")
+    def station_link(self, obj):
+        if obj.station is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>', reverse("portal:station", args=[obj.station.cid]), obj.station
+        )
