@@ -138,7 +138,8 @@ class Config:
         except Exception as exc:
             self._fail(key, f"cannot parse database URL ({exc})")
             return environ.Env.db_url_config(default)
-        if not config.get("ENGINE"):
+        # django-environ passes an unknown scheme through as the ENGINE name
+        if not config.get("ENGINE") or urlsplit(value).scheme not in environ.Env.DB_SCHEMES:
             self._fail(key, f"unsupported database URL scheme in {value!r}")
             return environ.Env.db_url_config(default)
         return config

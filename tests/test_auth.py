@@ -1,0 +1,189 @@
+"""Station authentication: Basic header parsing, the verified-password cache, the hash check."""
+
+import base64
+import datetime
+
+import pytest
+from django.contrib.auth.hashers import make_password
+
+from stations import auth
+from stations.auth import CredentialCache, Credentials
+from tests.conftest import PASSWORD, new_station
+
+NOW = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+
+
+def b64(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"Basic " + b64("CP1:secret"), ("CP1", "secret")),
+        (b"basic " + b64("CP1:secret"), ("CP1", "secret")),  # the scheme is case-insensitive
+        (b"BASIC " + b64("CP1:secret"), ("CP1", "secret")),
+        (b"  Basic   " + b64("CP1:secret") + b"  ", ("CP1", "secret")),
+        (b"Basic " + b64("CP1:a:b:c"), ("CP1", "a:b:c")),  # split on the first ':' only
+        (b"Basic " + b64("CP1:"), ("CP1", "")),
+        (b"Basic " + b64(":secret"), ("", "secret")),
+        (b"Basic " + b64("CP1:p\xc3\xa4ss".encode("latin-1")), ("CP1", "p\xe4ss")),
+    ],
+)
+def test_basic_header_is_parsed(header, expected):
+    assert auth.parse_basic(header) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        b"",
+        b"Basic",
+        b"Basic ",
+        b"Bearer " + b64("CP1:secret"),  # not Basic
+        b"Digest username=CP1",
+        b"Basic " + b64("no colon at all"),
+        b"Basic !!!not-base64!!!",
+        b"Basic " + b64("CP1:secret")[:-2],  # broken padding
+        b"Basic " + b64(b"CP1:\xff\xfe"),  # not UTF-8
+        b64("CP1:secret"),  # no scheme
+    ],
+)
+def test_malformed_or_foreign_headers_are_refused(header):
+    assert auth.parse_basic(header) is None
+
+
+def credentials(**overrides) -> Credentials:
+    values = dict(
+        station_id=1,
+        cid="CP1",
+        cid_key="cp1",
+        enabled=True,
+        user_active=True,
+        security_profile=1,
+        password=make_password("right-password-0001", hasher=auth.STATION_HASHER),
+        previous_password="",
+        previous_until=None,
+    )
+    values.update(overrides)
+    return Credentials(**values)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = Clock()
+    monkeypatch.setattr(auth.time, "monotonic", fake)
+    return fake
+
+
+def test_cache_remembers_a_verified_password_until_the_ttl(clock):
+    cache = CredentialCache("secret-key", ttl_s=60)
+    creds = credentials()
+    cache.put("right-password-0001", creds)
+    assert cache.get("cp1", "right-password-0001") is creds
+    assert cache.get("cp1", "wrong-password-0001") is None
+    assert cache.get("cp2", "right-password-0001") is None  # keyed by station too
+    clock.now += 59
+    assert cache.get("cp1", "right-password-0001") is creds
+    clock.now += 2
+    assert cache.get("cp1", "right-password-0001") is None
+    # stale-if-error: while the database is away an expired verification still counts
+    assert cache.get("cp1", "right-password-0001", stale_ok=True) is creds
+
+
+def test_cache_forgets_a_station_whose_credentials_changed(clock):
+    cache = CredentialCache("secret-key", ttl_s=60)
+    cache.put("right-password-0001", credentials())
+    cache.put("other-password-0001", credentials())
+    cache.put("p-of-cp2-000000001", credentials(cid="CP2", cid_key="cp2"))
+    cache.forget("cp1")
+    assert cache.get("cp1", "right-password-0001", stale_ok=True) is None
+    assert cache.get("cp1", "other-password-0001", stale_ok=True) is None
+    assert cache.get("cp2", "p-of-cp2-000000001") is not None
+    cache.forget("never-seen")  # harmless
+
+
+def test_cache_never_holds_the_secret_and_depends_on_the_secret_key(clock):
+    cache = CredentialCache("secret-key", ttl_s=60)
+    cache.put("right-password-0001", credentials())
+    assert all(b"right-password" not in digest for digest in cache._entries)
+    other = CredentialCache("another-key", ttl_s=60)
+    assert cache._digest("cp1", "x") != other._digest("cp1", "x")
+
+
+def test_cache_with_zero_ttl_remembers_nothing(clock):
+    cache = CredentialCache("secret-key", ttl_s=0)
+    cache.put("right-password-0001", credentials())
+    assert cache.get("cp1", "right-password-0001", stale_ok=True) is None
+
+
+def test_cache_is_bounded(clock):
+    cache = CredentialCache("secret-key", ttl_s=60, max_entries=3)
+    for i in range(5):
+        cache.put(f"password-{i:012d}", credentials(cid_key=f"cp{i}"))
+    assert len(cache._entries) <= 3
+    assert cache.get("cp4", f"password-{4:012d}") is not None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "password", "reason"),
+    [
+        ({}, "right-password-0001", None),
+        ({}, "wrong-password-0001", "wrong password"),
+        ({}, "", "wrong password"),
+        ({"enabled": False}, "right-password-0001", "station disabled"),
+        ({"user_active": False}, "right-password-0001", "station user inactive"),
+        ({"password": ""}, "right-password-0001", "wrong password"),  # no usable hash
+        ({"password": "!unusable"}, "right-password-0001", "wrong password"),
+    ],
+)
+def test_verify(overrides, password, reason):
+    assert auth.verify(password, credentials(**overrides), NOW) == reason
+
+
+def test_previous_password_works_only_during_the_grace_period():
+    rotated = credentials(
+        password=make_password("new-password-000001", hasher=auth.STATION_HASHER),
+        previous_password=make_password("old-password-000001", hasher=auth.STATION_HASHER),
+        previous_until=NOW + datetime.timedelta(minutes=5),
+    )
+    assert auth.verify("new-password-000001", rotated, NOW) is None
+    assert auth.verify("old-password-000001", rotated, NOW) is None
+    later = NOW + datetime.timedelta(minutes=6)
+    assert auth.verify("old-password-000001", rotated, later) == "wrong password"
+    assert auth.verify("new-password-000001", rotated, later) is None
+
+
+def test_station_passwords_use_the_cheaper_station_hasher():
+    encoded = make_password("right-password-0001", hasher=auth.STATION_HASHER)
+    assert encoded.startswith("pbkdf2_sha256_station$5000$")
+
+
+@pytest.mark.django_db
+def test_load_credentials_reads_plain_values_by_case_insensitive_key():
+    station = new_station("CaseCP1", profile=2)
+    creds = auth.load_credentials("casecp1")
+    assert creds.station_id == station.id
+    assert (creds.cid, creds.cid_key, creds.security_profile) == ("CaseCP1", "casecp1", 2)
+    assert creds.enabled and creds.user_active
+    assert auth.verify(PASSWORD, creds, NOW) is None
+    assert auth.load_credentials("CaseCP1") is None  # callers pass the key, never the raw cid
+    assert auth.load_credentials("nobody") is None
+
+
+@pytest.mark.django_db
+def test_load_credentials_of_a_disabled_station_with_an_inactive_user():
+    new_station("OffCP1", enabled=False, user_active=False)
+    creds = auth.load_credentials("offcp1")
+    assert not creds.enabled and not creds.user_active
+    assert auth.verify(PASSWORD, creds, NOW) == "station disabled"
