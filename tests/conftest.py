@@ -5,6 +5,7 @@ gateways, so every test uses its own charge point ids and MQTT client ids, and s
 its own topics.
 """
 
+import asyncio
 import base64
 import datetime
 import json
@@ -194,6 +195,16 @@ class MqttProbe:
             timeout_s,
             f"an MQTT message on {topic}",
         )
+
+    async def arrival(self, topic: str, predicate=lambda body: True, timeout_s: float = 5.0):
+        """Like wait_for, for async tests: polls without blocking the event loop."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = next((b for t, b in self.snapshot(topic) if predicate(b)), None)
+            if found is not None:
+                return found
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout_s}s waiting for an MQTT message on {topic}")
 
     def publish(self, topic: str, body, qos: int = 1, retain: bool = False) -> None:
         payload = body if isinstance(body, bytes | str) else json.dumps(body)
