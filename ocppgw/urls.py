@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from ocppgw import health
@@ -11,4 +12,7 @@ urlpatterns = [
     path("api/", include("portal.api_urls")),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
+    # the gateway serves its few static files itself (portal, admin; no proxy needed on a laptop);
+    # behind a proxy, `collectstatic` into STATIC_ROOT and let the proxy serve /static/ instead
+    re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
 ]

@@ -190,12 +190,18 @@ def answer(station, unique_id: str) -> dict:
 
 
 def _answer_body(row):
+    """The answer as a backend would see it: the payload, or the error's code and description."""
     if row is None:
         return None
     try:
-        return orjson.loads(row.payload)
+        body = orjson.loads(row.payload)
     except orjson.JSONDecodeError:
-        return row.payload
+        return row.payload  # truncated in the log (OCPPGW_LOG_PAYLOAD_BYTES)
+    if isinstance(body, list) and len(body) == 3 and body[0] == 3:
+        return body[2]
+    if isinstance(body, list) and len(body) == 5 and body[0] == 4:
+        return {"ErrorCode": body[2], "ErrorDescription": body[3], "ErrorDetails": body[4]}
+    return body
 
 
 def _row(row) -> dict:

@@ -191,6 +191,13 @@ class MessageLog(models.Model):
                 condition=Q(outcome__in=["connected", "disconnected", "refused"]),
                 name="msglog_presence",
             ),
+            # portal/API log filtered by a rare type (CALLERROR, CALLRESULTERROR, SEND): without
+            # it, a type with few or no rows walks every row (~100 ms at 1M rows)
+            models.Index(
+                fields=["message_type", "-created", "-id"],
+                condition=Q(message_type__in=[4, 5, 6]),
+                name="msglog_rare_types",
+            ),
         ]
 
     def __str__(self):

@@ -284,7 +284,7 @@ def test_command_answer_reports_the_stations_answer(admin_client, make_station, 
     )
     data = admin_client.get(url).json()
     assert data["state"] == "answered"
-    assert data["answer"] == [3, "abc", {"status": "Accepted"}]
+    assert data["answer"] == {"status": "Accepted"}
 
 
 def test_command_answer_reports_the_gateways_error(admin_client, make_station, make_log):

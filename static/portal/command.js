@@ -56,7 +56,8 @@
     catch (e) { return show("error", "The payload is not valid JSON", String(e.message)); }
     button.disabled = true;
     try {
-      const r = await fetch(form.action, {
+      // form.action would be the <select name="action">: read the attribute
+      const r = await fetch(form.getAttribute("action"), {
         method: "POST", body: new FormData(form), credentials: "same-origin",
         headers: { Accept: "application/json" },
       });

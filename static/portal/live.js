@@ -168,7 +168,7 @@
   });
   const clock = document.getElementById("clock");
   function tickClock() {
-    if (clock) clock.textContent = `now ${utc(new Date().toISOString())}`;
+    if (clock) clock.textContent = ` · now ${utc(new Date().toISOString())}`;
     refreshAgo();
   }
   setInterval(tickClock, 1000);

@@ -21,9 +21,9 @@
       ],
       series: [
         { label: "minute (UTC)", value: (u, t) => t == null ? "—" : new Date(t * 1000).toISOString().slice(11, 16) },
-        { label: "in", stroke: "#1769aa", width: 2, fill: "rgba(23,105,170,.08)" },
-        { label: "out", stroke: "#6b4bb3", width: 2 },
-        { label: "errors", stroke: "#b3261e", width: 2, fill: "rgba(179,38,30,.10)" },
+        { label: "in", stroke: "#1769aa", width: 2, fill: "rgba(23,105,170,.08)", points: { show: false } },
+        { label: "out", stroke: "#6b4bb3", width: 2, dash: [6, 4], points: { show: false } },
+        { label: "errors", stroke: "#b3261e", width: 2, fill: "rgba(179,38,30,.10)", points: { show: false } },
       ],
     };
   }
