@@ -48,7 +48,8 @@ def wait_until(predicate, timeout_s: float, what: str):
 class Gateway:
     """One `manage.py rungateway` on a free port with its own SQLite file."""
 
-    def __init__(self, workdir: Path, cid: str):
+    def __init__(self, workdir: Path, cid: str, *, redis_url: str = "", set_up: bool = True):
+        """With set_up False the database in `workdir` is another gateway's (several processes)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cid = cid
@@ -58,17 +59,18 @@ class Gateway:
             "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
             "OCPPGW_NODE": f"browser-{uuid.uuid4().hex[:6]}",
             "DJANGO_SUPERUSER_PASSWORD": ADMIN[1],
+            "REDIS_URL": redis_url,
         }
-        self.env.pop("REDIS_URL", None)
-        self.log = open(workdir / "gateway.log", "w")  # closed in stop()
-        # one process for the three set-up commands: each Django start costs a second or two
-        setup = (
-            "from django.core.management import call_command as c;"
-            "c('migrate', verbosity=0);"
-            f"c('createsuperuser', interactive=False, username='{ADMIN[0]}', email='o@x.io');"
-            f"c('createstation', '{cid}', password='{STATION_PASSWORD}')"
-        )
-        self._manage("shell", "-c", setup)
+        self.log = open(workdir / f"gateway-{self.port}.log", "w")  # closed in stop()
+        if set_up:
+            # one process for the three set-up commands: each Django start costs a second or two
+            setup = (
+                "from django.core.management import call_command as c;"
+                "c('migrate', verbosity=0);"
+                f"c('createsuperuser', interactive=False, username='{ADMIN[0]}', email='o@x.io');"
+                f"c('createstation', '{cid}', password='{STATION_PASSWORD}')"
+            )
+            self._manage("shell", "-c", setup)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -207,10 +209,15 @@ class Station:
             )
         )
 
+    def close_code(self):
+        """The close code once the gateway closed the socket, else None."""
+        return self.ws.close_code if self.ws is not None else None
+
     def disconnect(self):
         if self.ws is not None:
             self.run(self.ws.close())
             self.ws = None
+            self.loop.call_soon_threadsafe(self.listener.cancel)
 
     def stop(self):
         try:
