@@ -123,7 +123,7 @@ async def main(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     # max_inflight 0 = unlimited: 1000 CPs each waiting on a PUBACK must not queue behind 20.
     async with aiomqtt.Client(
-        args.mqtt_host, args.mqtt_port, max_inflight_messages=65535, timeout=60
+        args.mqtt_host, args.mqtt_port, max_inflight_messages=0, timeout=60
     ) as client:
         mqtt = client
         client.pending_calls_threshold = 1_000_000  # else one warning per publish past 10

@@ -6,9 +6,14 @@ CLOCK_MONOTONIC (shared by every process on the machine, so run.py can cut the l
 window out of them) and, when a UniqueId ends in `.<monotonic ns>` (the `open` mode), records
 the publish latency. Lost = sent (load generator) - received (here), computed by run.py.
 
+With --tag, only UniqueIds starting with it are counted (others are "stale": a previous
+measure's backlog still being published). Before announcing ready the counter waits until the
+stream has been quiet for --settle s, so one measure's tail does not land in the next.
+
 Control on stdin / report on stdout, one JSON object per line:
-  -> {"event": "ready"} once subscribed
-  <- "stop"                 stop after the stream has been quiet for --quiet s (max --max-drain s)
+  -> {"event": "ready"} once subscribed and settled
+  <- "stop [N]"   stop once N upstream CALLs have arrived, or the stream has been quiet for
+                  --quiet s, at most --max-drain s after the command
   -> {"event": "report", ...} and exit
 """
 
@@ -30,7 +35,9 @@ class Counter:
     """State touched only from paho's network thread (reads from the main thread are racy
     but monotonic, which is all the quiet detection needs)."""
 
-    def __init__(self, bin_ms: int, slots: Slots | None) -> None:
+    def __init__(self, bin_ms: int, slots: Slots | None, tag: str) -> None:
+        self.tag = tag
+        self.stale = 0
         self.t0 = time.monotonic_ns()
         self.bin_ns = bin_ms * 1_000_000
         self.bins: dict[int, int] = {}
@@ -52,8 +59,17 @@ class Counter:
         if topic == DROPPED:
             self.dropped.append(int(msg.payload))
             return
-        self.n += 1
         self.last_ns = now
+        try:
+            env = orjson.loads(msg.payload)
+            uid = env["UniqueId"]
+            key = (topic, env["MessageTypeId"], uid)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            env, uid, key = None, None, None
+        if self.tag and not (isinstance(uid, str) and uid.startswith(self.tag)):
+            self.stale += 1
+            return
+        self.n += 1
         if self.slots is not None:
             self.slots.v[0] = self.n
         b = (now - self.t0) // self.bin_ns
@@ -66,11 +82,7 @@ class Counter:
         else:
             kind = "call"
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
-        try:
-            env = orjson.loads(msg.payload)
-            uid = env["UniqueId"]
-            key = (topic, env["MessageTypeId"], uid)
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        if key is None:
             self.bad += 1
             return
         if kind == "call":
@@ -86,6 +98,13 @@ class Counter:
             except ValueError:
                 pass
 
+    def reset(self) -> None:
+        """Forget what arrived while settling."""
+        self.n = self.stale = self.dup = self.bad = 0
+        for d in (self.bins, self.kinds, self.actions, self.seen):
+            d.clear()
+        del self.lat_us[:]
+
     def report(self) -> dict:
         """Everything run.py needs; latency percentiles over the whole run."""
         lat = sorted(self.lat_us)
@@ -99,6 +118,7 @@ class Counter:
             "kinds": self.kinds,
             "actions": self.actions,
             "duplicates": self.dup,
+            "stale": self.stale,
             "unparsable": self.bad,
             "t0_ns": self.t0,
             "bin_ns": self.bin_ns,
@@ -112,6 +132,7 @@ class Counter:
                 "p999": pct(99.9),
                 "max": round(lat[-1] / 1000, 3) if lat else None,
             },
+            "drain_s": getattr(self, "drain_s", None),
             "broker_dropped": (self.dropped[-1] - self.dropped[0]) if self.dropped else None,
         }
 
@@ -131,13 +152,16 @@ def main() -> None:
     ap.add_argument("--qos", type=int, default=1)
     ap.add_argument("--bin-ms", type=int, default=100)
     ap.add_argument("--shm", help="slots file shared with the load generator")
-    ap.add_argument("--quiet", type=float, default=1.5)
-    ap.add_argument("--max-drain", type=float, default=60.0)
+    ap.add_argument("--tag", default="", help="count only UniqueIds with this prefix")
+    ap.add_argument("--settle", type=float, default=1.0, help="quiet seconds before ready")
+    ap.add_argument("--max-settle", type=float, default=30.0)
+    ap.add_argument("--quiet", type=float, default=5.0)
+    ap.add_argument("--max-drain", type=float, default=30.0)
     ap.add_argument("--max-life", type=float, default=900.0, help="hard stop, seconds")
     args = ap.parse_args()
     topics = args.topic or ["ocpp/cp/#", "ocpp/gw/#"]
 
-    counter = Counter(args.bin_ms, Slots(args.shm) if args.shm else None)
+    counter = Counter(args.bin_ms, Slots(args.shm) if args.shm else None, args.tag)
     subscribed = threading.Event()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-counter-{time.time_ns()}")
     client.on_message = counter.on_message
@@ -152,17 +176,36 @@ def main() -> None:
     if not subscribed.wait(10):
         emit({"event": "error", "error": "no SUBACK within 10 s"})
         sys.exit(1)
-    emit({"event": "ready", "t0_ns": counter.t0})
+    t_settle = time.monotonic()
+    while time.monotonic() - t_settle < args.max_settle:
+        if (time.monotonic_ns() - counter.last_ns) / 1e9 >= args.settle:
+            break
+        time.sleep(0.05)
+    settled = {"before_ready": counter.n + counter.stale, "settle_s": time.monotonic() - t_settle}
+    counter.reset()
+    emit({"event": "ready", "t0_ns": counter.t0} | settled)
 
     # stdin is read on a thread so a dead parent (EOF) or --max-life also ends the process.
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    expected: list[int] = []
+
+    def read_stop() -> None:
+        words = sys.stdin.readline().split()
+        if len(words) > 1 and words[1].isdigit():
+            expected.append(int(words[1]))
+        stop.set()
+
+    threading.Thread(target=read_stop, daemon=True).start()
     stop.wait(args.max_life)
     t_stop = time.monotonic()
     while time.monotonic() - t_stop < args.max_drain:
+        if expected and counter.kinds.get("call", 0) >= expected[0]:
+            time.sleep(0.2)  # a duplicate right behind the last message is still caught
+            break
         if (time.monotonic_ns() - counter.last_ns) / 1e9 >= args.quiet:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
+    counter.drain_s = round(time.monotonic() - t_stop, 2)
     client.loop_stop()
     client.disconnect()
     emit(counter.report())

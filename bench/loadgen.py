@@ -136,6 +136,7 @@ async def fire(args, wid: int, socks: list, st: Stats, slots: Slots | None) -> N
     budget = asyncio.Event()
     budget.set()
     cap = args.max_inflight
+    tag = args.tag
 
     def over() -> bool:
         return slots is not None and cap > 0 and slots.sent_total() - slots.v[0] >= cap
@@ -154,7 +155,7 @@ async def fire(args, wid: int, socks: list, st: Stats, slots: Slots | None) -> N
             while loop.time() < end:
                 for _ in range(args.burst):
                     seq += 1
-                    await ws.send(f'[2,"{seq}","Heartbeat",{{}}]')
+                    await ws.send(f'[2,"{tag}{seq}","Heartbeat",{{}}]')
                     st.sent += 1
                 if slots is not None:
                     slots.v[1 + wid] = st.sent
@@ -187,7 +188,8 @@ async def open_loop(args, wid: int, socks: list, st: Stats) -> None:
         while k < due:
             ws = socks[k % n]
             try:
-                await ws.send(f'[2,"{wid}-{k}.{time.monotonic_ns()}","Heartbeat",{{}}]')
+                uid = f"{args.tag}{wid}-{k}.{time.monotonic_ns()}"
+                await ws.send(f'[2,"{uid}","Heartbeat",{{}}]')
                 st.sent += 1
             except ConnectionClosed:
                 st.send_errors += 1
@@ -223,8 +225,9 @@ async def worker(args, wid: int, indices: list, ctl) -> None:
         await fire(args, wid, socks, st, slots)
     elif args.mode == "open":
         await open_loop(args, wid, socks, st)
-    elif args.mode in ("rtt", "idle"):
+    elif args.mode == "idle":
         await asyncio.sleep(args.duration)
+    # rtt: the readers answer from connect to close; responder.py times the window
     elif args.mode == "storm":
         socks, storm = await open_many(args, indices, len(indices))
         readers = [asyncio.create_task(reader(ws, st, False)) for ws in socks]
@@ -370,6 +373,7 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=8, help="fire: frames per CP per turn")
     ap.add_argument("--shm", help="slots file shared with counter.py (fire's in-flight cap)")
     ap.add_argument("--max-inflight", type=int, default=20000, help="fire: 0 = unbounded")
+    ap.add_argument("--tag", default="", help="UniqueId prefix, so a counter can tell runs apart")
     ap.add_argument("--warm", action="store_true", help="storm: connect+disconnect all first")
     ap.add_argument("--auto", action="store_true", help="run the phases without commands")
     args = ap.parse_args()

@@ -1,0 +1,873 @@
+"""One benchmark run: `bare` and ocppgw side by side, targets T1-T8 of PERFORMANCE.md.
+
+Every measure runs the server under test, a load generator, an MQTT counter (or the round-trip
+responder) and the broker as separate processes on this machine. Server CPU and RSS come from
+psutil on the server's pid and its children, as deltas over the measure's window. Results go to
+bench/results/<timestamp>.json (+ PNG plots when matplotlib is installed) and one table.
+
+    python bench/run.py                  # the whole run (what `make bench` does), < 15 min
+    python bench/run.py --quick          # one repetition, shorter windows (~5 min)
+    python bench/run.py --only bare      # just the baseline
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import gateway as gw
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+PREFIX = "CP"
+MOSQUITTO_CONF = """listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+# 0 = unlimited: with Mosquitto's defaults (1000 queued, 20 in flight) a counter that falls
+# a second behind has messages dropped by the broker, which would be charged to the gateway.
+max_queued_messages 0
+max_inflight_messages 0
+sys_interval 1
+set_tcp_nodelay true
+# Mosquitto drops root privileges to its own user, which cannot write in results/: stderr
+log_dest stderr
+"""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    """Block until something accepts on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {timeout} s")
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+class Child:
+    """A helper process: commands on stdin, one JSON event per stdout line, stderr to a log."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
+        self.name = name
+        self.log = open(log_dir / f"{name}.log", "a")
+        self.p = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=BENCH,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            bufsize=1,
+        )
+        self.events: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.p.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.log.write(line)
+        self.events.put({"event": "exit"})
+
+    def expect(self, event: str, timeout: float) -> dict:
+        """Next event of that name; raises on timeout or when the process ends first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.name}: no '{event}' within {timeout} s")
+            try:
+                ev = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if ev.get("event") == event:
+                return ev
+            if ev.get("event") in ("exit", "error"):
+                raise RuntimeError(
+                    f"{self.name} ended before '{event}': {ev} (see {self.log.name})"
+                )
+
+    def send(self, word: str) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.p.stdin.write(word + "\n")
+            self.p.stdin.flush()
+
+    def stop(self) -> None:
+        """Close stdin (helpers exit on EOF), then terminate if still running."""
+        with contextlib.suppress(OSError):
+            self.p.stdin.close()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.terminate()
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+        self.log.close()
+
+
+class Broker:
+    """A private Mosquitto with unlimited queues, or an existing broker given by --mqtt-url."""
+
+    def __init__(self, results: Path, url: str | None) -> None:
+        self.proc = None
+        self.pid = None
+        if url:
+            hostport = url.split("://", 1)[1].rsplit("@", 1)[-1]
+            self.host, port = hostport.split(":")
+            self.port = int(port)
+            self.url = url
+            return
+        self.host, self.port = "127.0.0.1", free_port()
+        conf = results / "mosquitto.conf"
+        conf.write_text(MOSQUITTO_CONF.format(port=self.port))
+        self.log = open(results / "mosquitto.log", "a")
+        self.proc = subprocess.Popen(
+            [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_port(self.port)
+        self.pid = self.proc.pid
+        self.url = f"mqtt://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Bare:
+    """The baseline server (bench/bare.py)."""
+
+    name = "bare"
+
+    def __init__(self, results: Path, broker: Broker) -> None:
+        self.results, self.broker = results, broker
+        self.proc = None
+        self.port = 0
+
+    def start(self, port: int, processes: int = 1) -> None:
+        self.port = port
+        self.log = open(self.results / f"bare-{port}.log", "a")
+        argv = [sys.executable, str(BENCH / "bare.py"), "--port", str(port)]
+        argv += ["--mqtt-host", self.broker.host, "--mqtt-port", str(self.broker.port)]
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(port)
+        time.sleep(0.3)  # MQTT connection and subscription
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def settings(self) -> dict:
+        return {
+            "command": f"python bench/bare.py --port {self.port} --mqtt-port {self.broker.port}"
+        }
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+            self.log.close()
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants (gateway worker processes included)."""
+    try:
+        p = psutil.Process(pid)
+        return [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the process tree so far."""
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores), to see other load on it."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def rss(pid: int) -> int:
+    """Resident set size of the process tree, bytes."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total
+
+
+class Sampler:
+    """Peak RSS of the server while a measure runs (sampled every 100 ms)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss(self.pid))
+            self._stop.wait(0.1)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join()
+        return self.peak
+
+
+def in_window(report: dict, t0: int, t1: int) -> float:
+    """Messages the counter saw inside [t0, t1] (partial 100 ms bins weighted by overlap)."""
+    ct0, width = report["t0_ns"], report["bin_ns"]
+    total = 0.0
+    for b, n in report["bins"].items():
+        lo = ct0 + int(b) * width
+        hi = lo + width
+        overlap = min(hi, t1) - max(lo, t0)
+        if overlap > 0:
+            total += n * overlap / width
+    return total
+
+
+# --- measures ----------------------------------------------------------------------------------
+
+
+class Bench:
+    """Runs the measures against one started server."""
+
+    def __init__(self, args, broker: Broker, logs: Path) -> None:
+        self.args, self.broker, self.logs = args, broker, logs
+
+    def mqtt_args(self) -> list[str]:
+        return ["--mqtt-host", self.broker.host, "--mqtt-port", str(self.broker.port)]
+
+    def loadgen(self, srv, mode: str, n: int, extra: list[str]) -> Child:
+        argv = ["loadgen.py", mode, "--url", f"ws://127.0.0.1:{srv.port}/ocpp/", "-n", str(n)]
+        argv += ["--prefix", PREFIX, "--password", gw.PASSWORD, *extra]
+        lg = Child(f"loadgen-{srv.name}", argv, self.logs)
+        lg.expect("ready", 30)
+        return lg
+
+    def counter(self, shm: str | None = None, tag: str = "") -> Child:
+        """Start a counter; it is ready once the previous measure's tail has gone quiet."""
+        argv = ["counter.py", *self.mqtt_args(), "--tag", tag] + (["--shm", shm] if shm else [])
+        c = Child("counter", argv, self.logs)
+        c.expect("ready", 60)
+        return c
+
+    def settle(self) -> None:
+        """Wait until nothing is being published upstream any more (bounded by the counter)."""
+        c = self.counter()
+        c.send("stop 0")
+        c.expect("report", 30)
+        c.stop()
+
+    def upstream(self, srv, mode: str, n: int, duration: float, rate: float = 0) -> dict:
+        """fire or open: sent by the load generator vs counted at the broker, server CPU/RSS."""
+        shm = None
+        if mode == "fire":
+            shm = f"/dev/shm/ocppgw-bench-{os.getpid()}.slots"
+            from shm import Slots
+
+            Slots(shm, create=True).close()
+        tag = f"t{time.time_ns() // 1_000_000 % 10**7:07d}:"  # this measure's UniqueIds
+        counter = self.counter(shm, tag)
+        extra = ["--duration", str(duration), "--workers", str(self.args.workers), "--tag", tag]
+        if mode == "fire":
+            extra += ["--shm", shm, "--max-inflight", str(self.args.max_inflight)]
+        else:
+            extra += ["--rate", str(rate)]
+        lg = self.loadgen(srv, mode, n, extra)
+        try:
+            lg.send("connect")
+            conn = lg.expect("connected", 180)
+            time.sleep(1.0)
+            rss_idle = rss(srv.pid)
+            sampler = Sampler(srv.pid)
+            helpers = {"loadgen": lg.p.pid, "counter": counter.p.pid, "broker": self.broker.pid}
+            h0 = {k: cpu_s(p) for k, p in helpers.items() if p}
+            m0, c0 = machine_busy_s(), cpu_s(srv.pid)
+            lg.send("go")
+            done = lg.expect("done", duration + 120)
+            m1, c1 = machine_busy_s(), cpu_s(srv.pid)
+            h1 = {k: round((cpu_s(helpers[k]) - v) / duration * 100, 1) for k, v in h0.items()}
+            # whatever else ran on the machine meanwhile (other users' tests): context for noise
+            h1["others"] = round(
+                (m1 - m0) / duration * 100 - (c1 - c0) / duration * 100 - sum(h1.values()), 1
+            )
+            counter.send(f"stop {done['sent']}")
+            rep = counter.expect("report", 120)
+            c2 = cpu_s(srv.pid)
+            peak = sampler.stop()
+            lg.send("close")
+            closed = lg.expect("closed", 60)
+        finally:
+            lg.stop()
+            counter.stop()
+            if shm:
+                with contextlib.suppress(OSError):
+                    os.unlink(shm)
+        t0, t1 = done["t0_ns"], done["t1_ns"]
+        win_s = (t1 - t0) / 1e9
+        seen = in_window(rep, t0, t1)
+        calls = rep["kinds"].get("call", 0)
+        answered = sum(v for k, v in closed["rx"].items() if k in ("3", "4"))
+        return {
+            "connected": conn["connected"],
+            "connect_failed": conn["failed"],
+            "window_s": round(win_s, 3),
+            "sent": done["sent"],
+            "published": calls,
+            "answered_by_gateway": answered,
+            "lost": max(0, done["sent"] - calls - answered),
+            "extra_published": max(0, calls + answered - done["sent"]),
+            "duplicates": rep["duplicates"],
+            "stale_from_earlier": rep["stale"],
+            "drain_s": rep["drain_s"],
+            "broker_dropped": rep["broker_dropped"],
+            "throughput": round(seen / win_s, 1),
+            "offered": rate or None,
+            "latency_ms": rep["latency_ms"],
+            "cpu_window_s": round(c1 - c0, 3),
+            "cpu_pct_window": round((c1 - c0) / win_s * 100, 1),
+            "helpers_cpu_pct_window": h1,
+            "cpu_total_s": round(c2 - c0, 3),
+            "cpu_us_per_msg": round((c1 - c0) / seen * 1e6, 1) if seen else None,
+            "cpu_us_per_msg_incl_drain": round((c2 - c0) / calls * 1e6, 1) if calls else None,
+            "rss_idle": rss_idle,
+            "rss_peak": peak,
+            "rss_peak_ratio": round(peak / rss_idle, 3) if rss_idle else None,
+            "closed_by_server": closed["closed_by_server"],
+            "send_errors": done["send_errors"],
+            "lag_max_ms": done.get("lag_max_ms"),
+        }
+
+    def rtt(self, srv, n: int, duration: float) -> dict:
+        """Downstream CALL -> CP -> CALLRESULT round trips, one outstanding per CP."""
+        self.settle()
+        lg = self.loadgen(srv, "rtt", n, ["--workers", str(self.args.workers)])
+        argv = ["responder.py", *self.mqtt_args(), "-n", str(n), "--prefix", PREFIX]
+        argv += ["--duration", str(duration)]
+        resp = Child("responder", argv, self.logs)
+        try:
+            resp.expect("ready", 20)
+            lg.send("connect")
+            conn = lg.expect("connected", 180)
+            resp.send("warm")
+            warm = resp.expect("warm", 60)
+            m0, c0 = machine_busy_s(), cpu_s(srv.pid)
+            resp.send("go")
+            done = resp.expect("done", duration + 60)
+            m1, c1 = machine_busy_s(), cpu_s(srv.pid)
+            lg.send("go")
+            lg.send("close")
+            closed = lg.expect("closed", 60)
+        finally:
+            resp.stop()
+            lg.stop()
+        return {
+            "connected": conn["connected"],
+            "warm_missing": warm["missing"],
+            **{k: v for k, v in done.items() if k != "event"},
+            "cpu_us_per_rtt": round((c1 - c0) / done["replies"] * 1e6, 1)
+            if done["replies"]
+            else None,
+            "cp_answered": closed["answered"],
+            "server_cpu_pct": round((c1 - c0) / duration * 100, 1),
+            "machine_cpu_pct": round((m1 - m0) / duration * 100, 1),
+            "closed_by_server": closed["closed_by_server"],
+        }
+
+    def idle(self, srv, n: int, duration: float) -> dict:
+        """RSS per idle connection and idle CPU; the server should be fresh (allocator state)."""
+        self.settle()
+        rss0 = rss(srv.pid)
+        lg = self.loadgen(srv, "idle", n, ["--duration", str(duration), "--concurrency", "200"])
+        try:
+            lg.send("connect")
+            conn = lg.expect("connected", 300)
+            time.sleep(2.0)  # let per-connection start-up work (presence, log) finish
+            rss1 = rss(srv.pid)
+            m0, c0 = machine_busy_s(), cpu_s(srv.pid)
+            lg.send("go")
+            done = lg.expect("done", duration + 60)
+            m1, c1 = machine_busy_s(), cpu_s(srv.pid)
+            rss2 = rss(srv.pid)
+            lg.send("close")
+            lg.expect("closed", 120)
+        finally:
+            lg.stop()
+        k = conn["connected"] or 1
+        return {
+            "connected": conn["connected"],
+            "connect_failed": conn["failed"],
+            "connect_s": round((conn["t_last_ns"] - conn["t_start_ns"]) / 1e9, 2),
+            "rss_before": rss0,
+            "rss_connected": rss1,
+            "rss_after_idle": rss2,
+            "kib_per_conn": round((rss1 - rss0) / k / 1024, 2),
+            "idle_cpu_pct": round((c1 - c0) / ((done["t1_ns"] - done["t0_ns"]) / 1e9) * 100, 3),
+            "machine_cpu_pct": round((m1 - m0) / duration * 100, 1),
+        }
+
+    def storm(self, srv, n: int, warm: bool) -> dict:
+        """n CPs connecting at once (with warm: each has connected once before)."""
+        extra = ["--workers", str(self.args.storm_workers)] + (["--warm"] if warm else [])
+        self.settle()
+        lg = self.loadgen(srv, "storm", n, extra)
+        try:
+            lg.send("connect")
+            lg.expect("connected", 300)
+            time.sleep(1.0)  # the disconnects of the warm-up settle
+            m0, c0 = machine_busy_s(), cpu_s(srv.pid)
+            lg.send("go")
+            done = lg.expect("done", 120)
+            m1, c1 = machine_busy_s(), cpu_s(srv.pid)
+            lg.send("close")
+            closed = lg.expect("closed", 120)
+        finally:
+            lg.stop()
+        st = done["storm"]
+        return {
+            "connected": st["connected"],
+            "failed": st["failed"],
+            "errors": st["errors"],
+            "all_connected_s": round((st["t_last_ns"] - st["t_start_ns"]) / 1e9, 3),
+            "cpu_s": round(c1 - c0, 3),
+            "machine_cpu_s": round(m1 - m0, 3),
+            "closed_by_server": closed["closed_by_server"],
+        }
+
+
+# --- orchestration -----------------------------------------------------------------------------
+
+
+def median_run(runs: list[dict], key: str) -> dict:
+    """The run whose `key` is the median; every run stays in the JSON."""
+    vals = [r for r in runs if r.get(key) is not None]
+    if not vals:
+        return runs[0] if runs else {}
+    vals.sort(key=lambda r: r[key])
+    return vals[len(vals) // 2]
+
+
+def repeat(fn, times: int, key: str, label: str, **kw) -> dict:
+    """Run a measure `times` times; median by key, loss summed over every run."""
+    runs = []
+    for i in range(times):
+        t = time.monotonic()
+        r = fn(**kw)
+        runs.append(r)
+        print(f"  {label} #{i + 1}: {key}={r.get(key)} ({time.monotonic() - t:.1f} s)", flush=True)
+    out = dict(median_run(runs, key))
+    for lost_key in ("lost", "failed", "duplicates"):
+        if lost_key in out:
+            out[lost_key + "_all_runs"] = sum(r.get(lost_key) or 0 for r in runs)
+    out["runs"] = runs
+    return out
+
+
+def measure_server(b: Bench, srv, args, port_factory) -> dict:
+    """All measures for one server; returns {measure: result}."""
+    res: dict = {}
+    reps, dur = args.repeat, args.duration
+    srv.start(port_factory())
+    try:
+        # idle first: a fresh process, so freed arenas from earlier load don't hide the cost
+        print(f"[{srv.name}] idle {args.idle_n} CPs", flush=True)
+        res["idle"] = b.idle(srv, args.idle_n, args.idle_duration)
+        print(f"  idle: {res['idle']['kib_per_conn']} KiB/conn", flush=True)
+        print(f"[{srv.name}] storm (reconnect, remembered)", flush=True)
+        res["storm"] = repeat(
+            b.storm, reps, "all_connected_s", "storm", srv=srv, n=args.storm_n, warm=True
+        )
+        print(f"[{srv.name}] fire", flush=True)
+        res["fire"] = repeat(
+            b.upstream, reps, "throughput", "fire", srv=srv, mode="fire", n=args.n, duration=dur
+        )
+        print(f"[{srv.name}] open 1000 msg/s", flush=True)
+        res["open"] = repeat(
+            b.upstream, reps, "cpu_us_per_msg", "open", srv=srv, mode="open", n=args.n,
+            duration=dur, rate=1000,
+        )  # fmt: skip
+        res["sweep"] = []
+        cap = res["fire"]["throughput"] or 0
+        for rate in args.sweep:
+            if rate > 2 * cap:  # far past capacity the backlog only measures the drain limit
+                print(f"  sweep {rate}/s skipped (> 2x fire capacity {cap:.0f}/s)", flush=True)
+                continue
+            r = b.upstream(srv, "open", args.n, args.sweep_duration, rate)
+            print(
+                f"  sweep {rate}/s: {r['throughput']}/s p99 {r['latency_ms']['p99']} ms", flush=True
+            )
+            res["sweep"].append(r)
+        print(f"[{srv.name}] rtt", flush=True)
+        res["rtt"] = repeat(b.rtt, reps, "rtt_per_s", "rtt", srv=srv, n=args.n, duration=dur)
+        res["settings"] = srv.settings()
+    finally:
+        srv.stop()
+    # T6c: right after a start nothing is remembered (only meaningful with auth: ocppgw)
+    if srv.name == "ocppgw":
+        runs = []
+        for i in range(reps):
+            srv.start(port_factory())
+            try:
+                runs.append(b.storm(srv, args.storm_n, warm=False))
+                print(f"  cold storm #{i + 1}: {runs[-1]['all_connected_s']} s", flush=True)
+            finally:
+                srv.stop()
+        res["storm_cold"] = median_run(runs, "all_connected_s") | {"runs": runs}
+        res["storm_cold"]["failed_all_runs"] = sum(r["failed"] for r in runs)
+        if gw.supports_processes():
+            srv.start(port_factory(), processes=2)
+            try:
+                print("[ocppgw] 2 processes: open 1000 msg/s and fire", flush=True)
+                res["open_2p"] = repeat(
+                    b.upstream, reps, "cpu_us_per_msg", "open-2p", srv=srv, mode="open",
+                    n=args.n, duration=dur, rate=1000,
+                )  # fmt: skip
+                res["fire_2p"] = b.upstream(srv, "fire", args.n, dur)
+                res["settings_2p"] = srv.settings()
+            finally:
+                srv.stop()
+    return res
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def _get(d: dict | None, *path):
+    for p in path:
+        if d is None:
+            return None
+        d = d.get(p)
+    return d
+
+
+def rows(bare: dict, ocpp: dict | None) -> list[dict]:
+    """The table: one row per measure, target checked on the gateway (ratio where relative)."""
+    out = []
+
+    def row(measure, unit, b, g, target, check, ratio=True):
+        r = round(g / b, 3) if ratio and b and g is not None else None
+        ok = None if g is None else check(b, g, r)
+        out.append(
+            {"measure": measure, "unit": unit, "bare": b, "ocppgw": g, "ratio": r}
+            | {"target": target, "pass": ok}
+        )
+
+    o = ocpp or {}
+    row(
+        "T1 upstream capacity (1000 CPs)",
+        "msg/s",
+        _get(bare, "fire", "throughput"),
+        _get(o, "fire", "throughput"),
+        ">= 25% of bare",
+        lambda b, g, r: r is not None and r >= 0.25,
+    )
+    row(
+        "T1 frames lost (all fire runs)",
+        "frames",
+        _get(bare, "fire", "lost_all_runs"),
+        _get(o, "fire", "lost_all_runs"),
+        "0",
+        lambda b, g, r: g == 0,
+        ratio=False,
+    )
+    row(
+        "T2 server CPU per msg @1000 msg/s",
+        "us",
+        _get(bare, "open", "cpu_us_per_msg"),
+        _get(o, "open", "cpu_us_per_msg"),
+        "<= 2.5x bare",
+        lambda b, g, r: r is not None and r <= 2.5,
+    )
+    row(
+        "T3 latency p50 @1000 msg/s",
+        "ms",
+        _get(bare, "open", "latency_ms", "p50"),
+        _get(o, "open", "latency_ms", "p50"),
+        "<= 2 ms",
+        lambda b, g, r: g <= 2,
+    )
+    row(
+        "T3 latency p99 @1000 msg/s",
+        "ms",
+        _get(bare, "open", "latency_ms", "p99"),
+        _get(o, "open", "latency_ms", "p99"),
+        "<= 15 ms",
+        lambda b, g, r: g <= 15,
+    )
+    row(
+        "T4 downstream round trips (1000 CPs)",
+        "rt/s",
+        _get(bare, "rtt", "rtt_per_s"),
+        _get(o, "rtt", "rtt_per_s"),
+        ">= 30% of bare",
+        lambda b, g, r: r is not None and r >= 0.3,
+    )
+    row(
+        "T4 lost replies (all rtt runs)",
+        "replies",
+        _get(bare, "rtt", "lost_all_runs"),
+        _get(o, "rtt", "lost_all_runs"),
+        "0",
+        lambda b, g, r: g == 0,
+        ratio=False,
+    )
+    row(
+        "T5 memory per idle CP",
+        "KiB",
+        _get(bare, "idle", "kib_per_conn"),
+        _get(o, "idle", "kib_per_conn"),
+        "<= 2.5x bare",
+        lambda b, g, r: r is not None and r <= 2.5,
+    )
+    mib = lambda v: round(v / 2**20, 1) if v else None  # noqa: E731
+    row(
+        "T5 RSS with idle CPs connected",
+        "MiB",
+        mib(_get(bare, "idle", "rss_connected")),
+        mib(_get(o, "idle", "rss_connected")),
+        "<= 300 MiB (5000 CPs)",
+        lambda b, g, r: g <= 300,
+    )
+    row(
+        "T5 idle CPU",
+        "%",
+        _get(bare, "idle", "idle_cpu_pct"),
+        _get(o, "idle", "idle_cpu_pct"),
+        "<= 2%",
+        lambda b, g, r: g <= 2,
+        ratio=False,
+    )
+    row(
+        "T6 2000 CPs reconnecting, all in",
+        "s",
+        _get(bare, "storm", "all_connected_s"),
+        _get(o, "storm", "all_connected_s"),
+        "<= 4x bare, 0 failed",
+        lambda b, g, r: r is not None and r <= 4 and _get(o, "storm", "failed_all_runs") == 0,
+    )
+    row(
+        "T6 failed connections (all runs)",
+        "conns",
+        _get(bare, "storm", "failed_all_runs"),
+        _get(o, "storm", "failed_all_runs"),
+        "0",
+        lambda b, g, r: g == 0,
+        ratio=False,
+    )
+    cold = _get(o, "storm_cold", "all_connected_s")
+    row(
+        "T6c same storm after restart",
+        "s",
+        _get(bare, "storm", "all_connected_s"),
+        cold,
+        "<= 8x bare, 0 failed",
+        lambda b, g, r: r is not None and r <= 8 and _get(o, "storm_cold", "failed_all_runs") == 0,
+    )
+    row(
+        "T7 RSS peak / idle RSS under fire",
+        "x",
+        _get(bare, "fire", "rss_peak_ratio"),
+        _get(o, "fire", "rss_peak_ratio"),
+        "<= 1.5",
+        lambda b, g, r: g <= 1.5,
+        ratio=False,
+    )
+    row(
+        "T7 accepted but neither published nor answered",
+        "frames",
+        _get(bare, "fire", "lost_all_runs"),
+        _get(o, "fire", "lost_all_runs"),
+        "0",
+        lambda b, g, r: g == 0,
+        ratio=False,
+    )
+    one, two = _get(o, "open", "cpu_us_per_msg"), _get(o, "open_2p", "cpu_us_per_msg")
+    out.append({
+        "measure": "T8 CPU/msg 2 processes vs 1 @1000 msg/s", "unit": "us",
+        "bare": None, "ocppgw": two, "ratio": round(two / one, 3) if one and two else None,
+        "target": "<= 1.2x one process, 0 lost",
+        "pass": None if two is None else bool(
+            one and two / one <= 1.2 and _get(o, "open_2p", "lost_all_runs") == 0
+            and _get(o, "fire_2p", "lost") == 0
+        ),
+    })  # fmt: skip
+    return out
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 10 else f"{v:,.1f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def table(rs: list[dict]) -> str:
+    """Markdown table (also readable in a terminal)."""
+    head = ["measure", "unit", "bare", "ocppgw", "ratio", "target", "pass"]
+    lines = [head] + [[fmt(r[h]) for h in head] for r in rs]
+    w = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(line)) + " |" for line in lines]
+    out.insert(1, "|" + "|".join("-" * (x + 2) for x in w) + "|")
+    return "\n".join(out)
+
+
+def plots(data: dict, path: Path) -> str | None:
+    """Throughput and p50/p99 latency vs offered load, ocppgw beside bare."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed: no plots (pip install matplotlib)"
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, color in (("bare", "tab:blue"), ("ocppgw", "tab:orange")):
+        res = data["servers"].get(name)
+        if not res or not res.get("sweep"):
+            continue
+        pts = sorted([*res["sweep"], res["open"]], key=lambda r: r["offered"])
+        x = [r["offered"] for r in pts]
+        ax1.plot(x, [r["throughput"] for r in pts], "o-", color=color, label=name)
+        cap = _get(res, "fire", "throughput")
+        if cap:
+            ax1.axhline(cap, color=color, ls=":", label=f"{name} fire capacity {cap:,.0f}/s")
+        p50 = [r["latency_ms"]["p50"] for r in pts]
+        p99 = [r["latency_ms"]["p99"] for r in pts]
+        ax2.plot(x, p50, "o-", color=color, label=f"{name} p50")
+        ax2.plot(x, p99, "s--", color=color, label=f"{name} p99")
+    ax1.plot(ax1.get_xlim(), ax1.get_xlim(), color="grey", lw=0.5)
+    ax1.set(xlabel="offered load, msg/s", ylabel="published, msg/s", title="Throughput (1000 CPs)")
+    ax2.set(xlabel="offered load, msg/s", ylabel="ms", yscale="log", title="Publish latency")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"ocppgw vs bare, {data['started']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return None
+
+
+def main() -> None:
+    """Parse options, run bare then ocppgw, print and save the report."""
+    ap = argparse.ArgumentParser(description="ocppgw benchmark (PERFORMANCE.md)")
+    ap.add_argument("--only", choices=["bare", "ocppgw"], help="measure one server only")
+    ap.add_argument("--quick", action="store_true", help="1 repetition, 3 s windows")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions (median reported)")
+    ap.add_argument("--duration", type=float, default=5.0, help="window of fire/open/rtt, s")
+    ap.add_argument("-n", type=int, default=1000, help="CPs for fire/open/rtt")
+    ap.add_argument("--idle-n", type=int, default=5000)
+    ap.add_argument("--idle-duration", type=float, default=10.0)
+    ap.add_argument("--storm-n", type=int, default=2000)
+    ap.add_argument("--sweep", type=float, nargs="*", default=[250, 500, 2000, 4000, 8000])
+    ap.add_argument("--sweep-duration", type=float, default=4.0)
+    ap.add_argument("--workers", type=int, default=1, help="load generator processes")
+    ap.add_argument("--storm-workers", type=int, default=2, help="load generator processes")
+    ap.add_argument("--max-inflight", type=int, default=20000, help="fire: frames in flight")
+    ap.add_argument("--mqtt-url", help="use this broker instead of a private Mosquitto")
+    ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeat, args.duration, args.idle_duration, args.sweep_duration = 1, 3.0, 5.0, 3.0
+
+    started = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(exist_ok=True)
+    logs = RESULTS / f"{started}-logs"
+    logs.mkdir()
+    t_start = time.monotonic()
+    broker = Broker(logs, args.mqtt_url)
+    data: dict = {
+        "started": started,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": sys.version.split()[0],
+            "mosquitto": subprocess.run(
+                ["mosquitto", "-h"], capture_output=True, text=True
+            ).stdout.split("\n")[0],
+        },
+        "options": vars(args),
+        "broker": broker.url,
+        "servers": {},
+    }
+    b = Bench(args, broker, logs)
+    try:
+        if args.only in (None, "bare"):
+            print("== bare", flush=True)
+            data["servers"]["bare"] = measure_server(b, Bare(logs, broker), args, free_port)
+        ok, why = gw.available()
+        if args.only in (None, "ocppgw") and ok:
+            print("== ocppgw", flush=True)
+            g = gw.Gateway(logs, broker.url, args.db, args.redis_url)
+            n_st = max(args.idle_n, args.storm_n, args.n)
+            print("  " + g.prepare(n_st, PREFIX), flush=True)
+            data["servers"]["ocppgw"] = measure_server(b, g, args, free_port)
+        elif args.only in (None, "ocppgw"):
+            data["ocppgw_skipped"] = why
+            print(f"== ocppgw skipped: {why}", flush=True)
+    finally:
+        broker.stop()
+    data["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    data["table"] = rows(data["servers"].get("bare", {}), data["servers"].get("ocppgw"))
+    png = RESULTS / f"{started}.png"
+    note = plots(data, png)
+    data["plot"] = note or png.name
+    (RESULTS / f"{started}.json").write_text(json.dumps(data, indent=1))
+    print()
+    print(table(data["table"]))
+    for name, res in data["servers"].items():
+        print(f"\n{name} ran as: {json.dumps(res.get('settings', {}))}")
+        if "settings_2p" in res:
+            print(f"{name} (T8) ran as: {json.dumps(res['settings_2p'])}")
+    print(f"\nbroker: {broker.url} (private Mosquitto unless --mqtt-url)")
+    print(f"results: {RESULTS / (started + '.json')}; plot: {data['plot']}")
+    print(f"elapsed: {data['elapsed_s']} s")
+
+
+if __name__ == "__main__":
+    main()
