@@ -177,6 +177,7 @@ async def test_no_subprotocol_offered_is_served_as_the_default_version(
 @pytest.mark.parametrize(
     "path",
     [
+        "/ocpp",
         "/ocpp/",
         "/ocpp/a%2Fb",  # %2F decodes to a separator: one segment only
         "/ocpp/a/b",

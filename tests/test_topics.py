@@ -48,8 +48,8 @@ def test_cid_wildcard_characters_are_percent_encoded_in_topics(cid, escaped):
     assert topics.unescape_cid(escaped) == cid
 
 
-def test_only_the_cid_is_escaped():
-    assert topics.render("a/${action}/${cid}", cid="A+B", action="X+Y") == "a/X+Y/A%2BB"
+def test_cid_escaping_applies_wherever_the_cid_appears():
+    assert topics.render("a/${cid}/${action}/${cid}", cid="A+B", action="Reset") == "a/A%2BB/Reset/A%2BB"  # fmt: skip
 
 
 @pytest.mark.parametrize(

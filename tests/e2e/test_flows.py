@@ -300,3 +300,13 @@ async def test_presence_is_retained_connected_then_disconnected(shared_gateway, 
     late = mqtt_probe([f"ocpp/presence/{cid}"])
     retained = await late.arrival(f"ocpp/presence/{cid}")
     assert retained["status"] == "disconnected"
+
+
+@pytest.mark.parametrize("path", ["/ocpp", "/ocpp/", "/ocpp/a%2Fb"])
+async def test_path_without_a_valid_cid_is_refused_403(shared_gateway, path):
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(
+            f"ws://127.0.0.1:{shared_gateway.port}{path}", subprotocols=["ocpp1.6"], open_timeout=10
+        ):
+            pass
+    assert refused.value.response.status_code == 403
