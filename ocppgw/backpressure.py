@@ -29,6 +29,16 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
 
         application_queue._get = get
 
+    def serverClose(self, code=None):
+        # autobahn's sendClose() takes only 1000 and 3000-4999 from an application and raises on
+        # the codes OCPP needs (1001 shutdown, 1002, 1003, 1008, 1009, 1013), which RFC 6455
+        # §7.4.1 lets an endpoint send: write the close frame directly for those
+        code = 1000 if code is None else code
+        if code == 1000 or 3000 <= code <= 4999:
+            self.sendClose(code=code)
+        else:
+            self.sendCloseFrame(code=code, isReply=False)
+
     def onMessage(self, payload, isBinary):
         super().onMessage(payload, isBinary)
         queue = getattr(self, "application_queue", None)

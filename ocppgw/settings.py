@@ -4,6 +4,7 @@ an error naming its key."""
 
 from pathlib import Path
 
+from ocppgw import logs
 from ocppgw.config import Config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -122,16 +123,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        "ocppgw": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "django": {"handlers": ["console"], "level": "WARNING"},
-    },
-}
+# log lines as plain text or one JSON object per line (log shippers); both carry cid and UniqueId
+LOG_FORMAT = cfg.choice("OCPPGW_LOG_FORMAT", "plain", ["plain", "json"])
+LOGGING = logs.config(LOG_FORMAT, LOG_LEVEL)
 
 # --- Gateway: charge point side -----------------------------------------------------------------
 # TCP port stations connect to (the EMQX gateway's default, so station configs carry over)

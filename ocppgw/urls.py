@@ -3,7 +3,7 @@ from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from ocppgw import health
+from ocppgw import health, metrics
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:stations")),
@@ -15,4 +15,5 @@ urlpatterns = [
     # the gateway serves its few static files itself (portal, admin; no proxy needed on a laptop);
     # behind a proxy, `collectstatic` into STATIC_ROOT and let the proxy serve /static/ instead
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
+    path("metrics", metrics.metrics),
 ]

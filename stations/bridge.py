@@ -19,6 +19,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from stations import metrics
+
 log = logging.getLogger("ocppgw.bridge")
 
 SUBSCRIBE_BATCH = 200  # filters per SUBSCRIBE packet when re-subscribing thousands of stations
@@ -28,12 +30,13 @@ ROUTED_SUB_ID, WATCH_SUB_ID = 1, 2  # MQTT 5 subscription identifiers: which fil
 class Pending:
     """A publish waiting for the broker; `cancel()` withdraws it if it has not gone out yet."""
 
-    __slots__ = ("cancelled", "payload", "properties", "qos", "retain", "sent", "topic")
+    __slots__ = ("cancelled", "payload", "properties", "qos", "received", "retain", "sent", "topic")
 
     def __init__(self, topic, payload, qos, retain, properties):
         self.topic, self.payload, self.qos = topic, payload, qos
         self.retain, self.properties = retain, properties
         self.cancelled = self.sent = False
+        self.received = None  # arrival of the station frame, set while buffered (metrics)
 
     def cancel(self) -> bool:
         """Withdraw the message; False when it already went to the broker."""
@@ -183,6 +186,7 @@ class Bridge:
                 item = self._buffer.popleft()
                 if not item.cancelled:
                     self._send(item)
+                    metrics.handed_over(item)
             self.connected = True
         log.info("connected to broker %s:%s", self.host, self.port)
         self.loop.call_soon_threadsafe(self._state, True)

@@ -12,7 +12,8 @@ import secrets
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from stations import auth, identity, proxy
+from ocppgw import logs
+from stations import auth, identity, metrics, proxy
 from stations.gateway import get_gateway
 from stations.session import Session
 
@@ -27,6 +28,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         gw = self.gw = get_gateway()
         s = gw.settings
         self.cid = identity.cid_from_raw_path(self.scope.get("raw_path") or b"") or ""
+        logs.cid_var.set(self.cid[:48])  # this consumer's task: every later log line names it
         problem = identity.validate(self.cid)
         if problem:
             return await self._refuse(problem, self.cid[:48], log_it=False)
@@ -99,6 +101,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
     async def _refuse(self, reason: str, cid: str | None = None, log_it: bool = True):
         cid = cid if cid is not None else self.cid
         log.warning("refused %r: %s", cid, reason)
+        metrics.refused(reason)
         if log_it:
             self.gw.writer.refused(self.cid_key, reason)
             self.gw.writer.add(

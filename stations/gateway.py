@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection
 
-from stations import auth, envelopes, identity, topics, validation
+from stations import auth, envelopes, identity, metrics, topics, validation
 from stations.bridge import ROUTED_SUB_ID, WATCH_SUB_ID, Bridge
 from stations.cluster import Cluster
 from stations.limits import FailureCounter, TokenBucket
@@ -105,6 +105,7 @@ class Gateway:
         for name in self.settings.OCPPGW_SUBPROTOCOLS:
             self.loop.run_in_executor(None, validation.warm, name.removeprefix("ocpp"))
         jobs = [self._poll_forever(), self._prune_forever(), self.cluster.run()]
+        jobs.append(metrics.sample_forever(self))
         if self.settings.OCPPGW_IDLE_TIMEOUT_S:
             jobs.append(self._close_idle_forever(self.settings.OCPPGW_IDLE_TIMEOUT_S))
         for job in jobs:

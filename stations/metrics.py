@@ -1,0 +1,216 @@
+"""Prometheus metrics of a gateway process (contract §3 `/metrics`).
+
+Counters on the frame path are incremented where the event happens; queue depths and the
+counters other modules already keep (log rows, auth cache, MQTT drops) are sampled once a second
+by `sample_forever()` and at every scrape. Labels are bounded: an action label only takes names
+from the OCPP action lists (else "other"), reasons come from fixed sets.
+
+Several processes (`rungateway --processes N`) share one PROMETHEUS_MULTIPROC_DIR that the
+supervisor creates: every process writes its values there and `/metrics`, served by any of them,
+adds them up (prometheus-client's multiprocess mode; gauges are summed over live processes).
+"""
+
+import asyncio
+import os
+import time
+
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from stations.ocpp_actions import INITIATED_BY
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+SAMPLE_EVERY_S = 1.0
+
+KNOWN_ACTIONS = frozenset(
+    action for by in INITIATED_BY.values() for names in by.values() for action in names
+)
+TYPE_NAMES = {2: "CALL", 3: "CALLRESULT", 4: "CALLERROR", 5: "CALLRESULTERROR", 6: "SEND"}
+# OCPP-J error codes of 1.6, 2.0.1 and 2.1 (both spellings of Occur(r)ence)
+ERROR_CODES = frozenset(
+    "NotImplemented NotSupported InternalError ProtocolError SecurityError FormationViolation "
+    "FormatViolation PropertyConstraintViolation OccurenceConstraintViolation "
+    "OccurrenceConstraintViolation TypeConstraintViolation GenericError RpcFrameworkError "
+    "MessageTypeNotSupported".split()
+)
+# a refusal's reason text (consumers, gateway.authenticate, proxy) -> a short, bounded label
+_REFUSALS = (
+    ("security profile", "security_profile"),
+    ("the charge point id", "bad_id"),
+    ("basic authorization", "no_credentials"),
+    ("username differs", "username_mismatch"),
+    ("unknown charge point", "unknown_station"),
+    ("wrong password", "wrong_password"),
+    ("disabled", "station_disabled"),
+    ("inactive", "user_inactive"),
+    ("too many failed", "rate_limited"),
+    ("database unavailable", "database_unavailable"),
+    ("not accepting", "not_accepting"),
+    ("subprotocol", "no_subprotocol"),
+)
+
+CONNECTIONS = Gauge(
+    "ocppgw_connections", "Stations connected to this gateway", multiprocess_mode="livesum"
+)
+FRAMES = Counter(
+    "ocppgw_frames_total",
+    "OCPP-J frames from (in) and to (out) stations",
+    ["direction", "type", "action"],
+)
+CALLERRORS_SENT = Counter(
+    "ocppgw_callerrors_sent_total", "CALLERRORs the gateway itself sent to stations", ["code"]
+)
+GATEWAY_ERRORS = Counter(
+    "ocppgw_gateway_errors_total",
+    "Gateway-written envelopes to the backend (error topic or notice topic), by reason",
+    ["reason", "topic"],
+)
+BACKEND_QUEUE = Gauge(
+    "ocppgw_backend_calls_queued",
+    "Backend CALLs waiting for their station, all stations",
+    multiprocess_mode="livesum",
+)
+MQTT_BUFFER = Gauge(
+    "ocppgw_mqtt_buffered",
+    "Messages held while the broker is away",
+    multiprocess_mode="livesum",
+)
+MQTT_DROPPED = Counter(
+    "ocppgw_mqtt_dropped_total", "Messages dropped because the broker buffer was full"
+)
+BROKER_UP = Gauge(
+    "ocppgw_broker_connected", "1 when the MQTT connection is up", multiprocess_mode="livemin"
+)
+LOG_QUEUE = Gauge(
+    "ocppgw_log_queued", "Message-log rows waiting for the database", multiprocess_mode="livesum"
+)
+LOG_WRITTEN = Counter("ocppgw_log_rows_written_total", "Message-log rows written")
+LOG_DROPPED = Counter(
+    "ocppgw_log_rows_dropped_total", "Message-log rows dropped (queue full past its bound)"
+)
+LOG_FAILURES = Counter("ocppgw_log_write_failures_total", "Failed message-log batch writes")
+PUBLISH_LATENCY = Histogram(
+    "ocppgw_publish_latency_seconds",
+    "From a station frame's arrival to its MQTT publish handed to the client library",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+AUTH_CACHE_HITS = Counter("ocppgw_auth_cache_hits_total", "Remembered password verifications")
+AUTH_CACHE_MISSES = Counter(
+    "ocppgw_auth_cache_misses_total", "Password checks that needed the database and a hash"
+)
+AUTH_REFUSALS = Counter(
+    "ocppgw_auth_refusals_total", "Connections refused before the upgrade, by reason", ["reason"]
+)
+
+_frame_children: dict[tuple, object] = {}
+
+
+# --- the frame path --------------------------------------------------------------------------
+def frame(direction: str, frame_type: int | None, action: str | None) -> None:
+    """Count one frame from ("in") or to ("out") a station; other directions are ignored."""
+    key = (direction, frame_type, action)
+    child = _frame_children.get(key)
+    if child is None:
+        if direction not in ("in", "out"):
+            return
+        name = action if action in KNOWN_ACTIONS else ("none" if not action else "other")
+        child = FRAMES.labels(direction, TYPE_NAMES.get(frame_type, "unparsed"), name)
+        if len(_frame_children) < 10000:  # unknown actions map to one child: the dict is small
+            _frame_children[key] = child
+    child.inc()
+
+
+def callerror_sent(text: str) -> None:
+    """Count a CALLERROR the gateway wrote (`text` is the OCPP-J array), by ErrorCode."""
+    try:
+        code = orjson.loads(text)[2]
+    except (orjson.JSONDecodeError, IndexError, TypeError):
+        code = "other"
+    CALLERRORS_SENT.labels(code if code in ERROR_CODES else "other").inc()
+
+
+def gateway_error(reason: str, notice: bool) -> None:
+    GATEWAY_ERRORS.labels(reason or "other", "notice" if notice else "error").inc()
+
+
+def published(pending, received_at: float) -> None:
+    """A station frame went to the bridge: observe now, or when the buffer drains (broker away)."""
+    if pending is None:
+        return
+    if pending.sent:
+        PUBLISH_LATENCY.observe(time.monotonic() - received_at)
+    else:
+        pending.received = received_at
+
+
+def handed_over(pending) -> None:
+    """Called by the bridge when a buffered publish finally goes to paho."""
+    if pending.received is not None:
+        PUBLISH_LATENCY.observe(time.monotonic() - pending.received)
+
+
+def refused(reason: str) -> None:
+    lowered = reason.lower()
+    label = next((short for text, short in _REFUSALS if text in lowered), "other")
+    AUTH_REFUSALS.labels(label).inc()
+
+
+# --- sampled values ----------------------------------------------------------------------------
+_last: dict[str, int] = {}
+
+
+def _sync(counter, name: str, value: int) -> None:
+    """Move a counter by the growth of a plain int another module keeps."""
+    last = _last.get(name, 0)
+    if value < last:  # a new Gateway (tests, restart in process): its counts start at 0
+        last = 0
+    if value > last:
+        counter.inc(value - last)
+    _last[name] = value
+
+
+def sample(gw) -> None:
+    """Copy the gateway's queue depths and its own counters into the metrics."""
+    sessions = list(gw.sessions.values())
+    CONNECTIONS.set(len(sessions))
+    queued = 0
+    for consumer in sessions:
+        session = getattr(consumer, "session", None)
+        if session is not None:
+            queued += len(session.queue)
+    BACKEND_QUEUE.set(queued)
+    MQTT_BUFFER.set(gw.bridge.buffered())
+    BROKER_UP.set(1 if gw.bridge.connected else 0)
+    LOG_QUEUE.set(len(gw.writer.rows))
+    _sync(MQTT_DROPPED, "mqtt_dropped", gw.bridge.dropped)
+    _sync(LOG_WRITTEN, "log_written", gw.writer.written)
+    _sync(LOG_DROPPED, "log_dropped", gw.writer.dropped)
+    _sync(LOG_FAILURES, "log_failures", gw.writer.failures)
+    _sync(AUTH_CACHE_HITS, "auth_hits", gw.cache.hits)
+    _sync(AUTH_CACHE_MISSES, "auth_misses", gw.cache.misses)
+
+
+async def sample_forever(gw) -> None:
+    while True:
+        sample(gw)
+        await asyncio.sleep(SAMPLE_EVERY_S)
+
+
+def render() -> tuple[bytes, str]:
+    """(body, content type) of the Prometheus text format, all processes added up."""
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,113 @@
+"""stations/metrics.py and the /metrics view: bounded labels, sampled depths, Prometheus text."""
+
+import collections
+import types
+
+from prometheus_client import REGISTRY
+
+from stations import metrics
+
+
+def value(name, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_frames_are_counted_by_direction_type_and_known_action():
+    before = value("ocppgw_frames_total", direction="in", type="CALL", action="Heartbeat")
+    metrics.frame("in", 2, "Heartbeat")
+    assert (
+        value("ocppgw_frames_total", direction="in", type="CALL", action="Heartbeat") == before + 1
+    )
+
+
+def test_unknown_actions_share_one_label_so_cardinality_stays_bounded():
+    before = value("ocppgw_frames_total", direction="in", type="CALL", action="other")
+    for i in range(50):
+        metrics.frame("in", 2, f"VendorThing{i}")
+    assert value("ocppgw_frames_total", direction="in", type="CALL", action="other") == before + 50
+    assert value("ocppgw_frames_total", direction="in", type="CALL", action="VendorThing1") == 0
+
+
+def test_unparsable_frames_and_gateway_rows_are_labelled_or_skipped():
+    before = value("ocppgw_frames_total", direction="in", type="unparsed", action="none")
+    metrics.frame("in", None, "")
+    metrics.frame("gw", 4, "Reset")  # gateway-written rows are no station frames
+    assert (
+        value("ocppgw_frames_total", direction="in", type="unparsed", action="none") == before + 1
+    )
+    assert value("ocppgw_frames_total", direction="gw", type="CALLERROR", action="Reset") == 0
+
+
+def test_callerrors_are_counted_by_their_ocpp_error_code():
+    before = value("ocppgw_callerrors_sent_total", code="FormationViolation")
+    metrics.callerror_sent('[4,"1","FormationViolation","bad",{}]')
+    metrics.callerror_sent('[4,"1","MadeUpCode","bad",{}]')
+    assert value("ocppgw_callerrors_sent_total", code="FormationViolation") == before + 1
+    assert value("ocppgw_callerrors_sent_total", code="MadeUpCode") == 0
+    assert value("ocppgw_callerrors_sent_total", code="other") >= 1
+
+
+def test_refusal_reasons_map_to_a_fixed_set_of_labels():
+    cases = {
+        "wrong password": "wrong_password",
+        "missing or malformed Basic Authorization header": "no_credentials",
+        "the charge point id may use only a-z A-Z 0-9 * - _ = + | @ .": "bad_id",
+        "security profile 3 requires a client certificate for this charge point id": (
+            "security_profile"
+        ),
+        "too many failed attempts: try again in a minute": "rate_limited",
+        "unknown charge point id": "unknown_station",
+        "the charge point id is empty": "bad_id",
+        "something new": "other",
+    }
+    for reason, label in cases.items():
+        before = value("ocppgw_auth_refusals_total", reason=label)
+        metrics.refused(reason)
+        assert value("ocppgw_auth_refusals_total", reason=label) == before + 1, reason
+
+
+def test_publish_latency_is_observed_now_or_when_a_buffered_publish_goes_out():
+    before = value("ocppgw_publish_latency_seconds_count")
+    sent = types.SimpleNamespace(sent=True, received=None)
+    metrics.published(sent, received_at=0.0)
+    buffered = types.SimpleNamespace(sent=False, received=None)
+    metrics.published(buffered, received_at=1.0)
+    assert buffered.received == 1.0
+    assert value("ocppgw_publish_latency_seconds_count") == before + 1
+    metrics.handed_over(buffered)
+    assert value("ocppgw_publish_latency_seconds_count") == before + 2
+
+
+def _gateway(**counts):
+    session = types.SimpleNamespace(queue=collections.deque([1, 2, 3]))
+    return types.SimpleNamespace(
+        sessions={"a": types.SimpleNamespace(session=session), "b": types.SimpleNamespace()},
+        bridge=types.SimpleNamespace(buffered=lambda: 7, connected=True, dropped=counts["dropped"]),
+        writer=types.SimpleNamespace(
+            rows=[1, 2], written=counts["written"], dropped=counts["log_dropped"], failures=0
+        ),
+        cache=types.SimpleNamespace(hits=counts["hits"], misses=1),
+    )
+
+
+def test_sample_copies_depths_and_moves_counters_by_their_growth():
+    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0))
+    written = value("ocppgw_log_rows_written_total")
+    hits = value("ocppgw_auth_cache_hits_total")
+    metrics.sample(_gateway(dropped=2, written=10, log_dropped=3, hits=5))
+    assert value("ocppgw_connections") == 2
+    assert value("ocppgw_backend_calls_queued") == 3
+    assert value("ocppgw_mqtt_buffered") == 7
+    assert value("ocppgw_log_queued") == 2
+    assert value("ocppgw_broker_connected") == 1
+    assert value("ocppgw_log_rows_written_total") == written + 10
+    assert value("ocppgw_auth_cache_hits_total") == hits + 5
+    metrics.sample(_gateway(dropped=0, written=4, log_dropped=0, hits=0))  # a new Gateway
+    assert value("ocppgw_log_rows_written_total") == written + 14
+
+
+def test_metrics_view_serves_prometheus_text_without_login(client):
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"# TYPE ocppgw_frames_total counter" in response.content
