@@ -20,6 +20,9 @@ from stations.models import MessageLog, Station, TopicRule, ValidationExemption
 
 MIN_PASSWORD, MAX_PASSWORD = 16, 40  # OCPP BasicAuthPassword / AuthorizationKey
 
+admin.site.site_header = admin.site.site_title = "ocppgw admin"
+admin.site.site_url = "/portal/"  # "view site" leads to the operator portal
+
 
 def suggest_password() -> str:
     """A random station password of 32 URL-safe characters."""
@@ -73,16 +76,14 @@ class StationAdmin(admin.ModelAdmin):
     list_display = [
         "cid",
         "enabled",
-        "security_profile",
         "connected",
         "ocpp_version",
         "node",
         "last_frame_at",
         "frames_in",
         "frames_out",
-        "user",
     ]
-    list_select_related = ["user"]
+    list_select_related = False  # no FK column: the station's own row has everything shown
     list_filter = ["enabled", "security_profile", "ocpp_version"]
     search_fields = ["cid_key"]
     readonly_fields = [

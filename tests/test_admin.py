@@ -65,8 +65,8 @@ def test_cids_collide_case_insensitively(admin_client, make_station):
 
 def test_station_changelist_in_fixed_queries(admin_client, make_station, django_assert_num_queries):
     for i in range(6):
-        make_station(f"S{i}", connected=True)  # each with its user, shown in a column
-    # session, user, count, full count, page with users joined, versions for the filter
+        make_station(f"S{i}", connected=True)
+    # session, user, count, full count, page, versions for the filter
     with django_assert_num_queries(6):
         response = admin_client.get(reverse("admin:stations_station_changelist"))
     assert response.status_code == 200

@@ -117,6 +117,10 @@ def test_other_pages_render(rig, page):
         if "traffic" in path:
             expect(page.locator("#chart canvas").first).to_be_visible()
         shoot(page, name)
+    page.goto(f"{rig.gateway.url}/admin/stations/station/")
+    page.click(f"text={rig.cid}")
+    expect(page.locator("body")).to_contain_text("Rotating it drops the live connection")
+    shoot(page, "14-admin-station-password")
 
 
 def test_a_disconnecting_station_disappears_live(rig, page):
@@ -131,3 +135,15 @@ def test_a_disconnecting_station_disappears_live(rig, page):
     expect(page.locator("#status-pill")).to_have_text("offline")
     expect(page.locator("#presence")).to_contain_text("disconnected")
     shoot(page, "13-station-offline")
+
+
+def test_rotating_the_password_in_admin_drops_the_live_socket(rig, page):
+    rig.station.connect()
+    page.goto(f"{rig.gateway.url}/admin/stations/station/?q={rig.cid}")
+    page.click(f"text={rig.cid}")
+    page.fill("input[name=new_password]", "rotated-password-000001")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    saved_at = time.monotonic()
+    wait_until(rig.station.close_code, 3.0, "the gateway to close the rotated station's socket")
+    assert time.monotonic() - saved_at <= 3.0
