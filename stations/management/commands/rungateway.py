@@ -94,10 +94,10 @@ class Command(BaseCommand):
         from daphne.server import Server  # installs the asyncio reactor: import it first
         from twisted.internet import reactor, task
 
-        from ocppgw import backpressure
+        from ocppgw import wsprotocol
         from ocppgw.asgi import application
 
-        backpressure.install()
+        wsprotocol.install()
         settings.OCPPGW_ADMIN_PORT = admin_port  # the ASGI port split (ocppgw/asgi.py) reads it
         if fd is not None:  # a supervisor's child: adopt the (IPv4) sockets it created
             endpoints = [f"fd:fileno={fd}"]

@@ -1,4 +1,6 @@
-"""Backpressure for Daphne's WebSockets: stop reading a socket while its consumer is behind.
+"""Daphne WebSocket fixes: backpressure, every close code OCPP needs, and the close reason.
+
+Backpressure: stop reading a socket while its consumer is behind.
 
 Daphne hands every frame to the application's asyncio.Queue without a bound, so a station (or
 a thousand) sending faster than the gateway can process grows memory without limit and starves
@@ -29,15 +31,24 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
 
         application_queue._get = get
 
+    def handle_reply(self, message):
+        # Daphne drops the ASGI close reason; stations and tests rely on it ("replaced by ...")
+        if message.get("type") == "websocket.close":
+            self._close_reason = (message.get("reason") or "")[:120] or None
+        super().handle_reply(message)
+
     def serverClose(self, code=None):
         # autobahn's sendClose() takes only 1000 and 3000-4999 from an application and raises on
         # the codes OCPP needs (1001 shutdown, 1002, 1003, 1008, 1009, 1013), which RFC 6455
         # §7.4.1 lets an endpoint send: write the close frame directly for those
         code = 1000 if code is None else code
+        reason = getattr(self, "_close_reason", None)
         if code == 1000 or 3000 <= code <= 4999:
-            self.sendClose(code=code)
+            self.sendClose(code=code, reason=reason)
         else:
-            self.sendCloseFrame(code=code, isReply=False)
+            self.sendCloseFrame(
+                code=code, reasonUtf8=reason.encode() if reason else None, isReply=False
+            )
 
     def onMessage(self, payload, isBinary):
         super().onMessage(payload, isBinary)
@@ -48,5 +59,5 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
 
 
 def install() -> None:
-    """Make Daphne's WebSocket factory build backpressured protocols."""
+    """Make Daphne's WebSocket factory build these protocols."""
     WebSocketFactory.protocol = BackpressureWebSocketProtocol
