@@ -50,11 +50,6 @@ async def test_same_cid_on_another_process_closes_the_older_socket(
     await new.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Daphne 4.2 drops the ASGI close reason (WebSocketProtocol.serverClose sends only "
-    "the code); the contract wants the reason to say the socket was replaced",
-)
 async def test_replaced_socket_is_told_why(shared_gateway, pool, mqtt_probe):
     cid = pool.take()
     probe = mqtt_probe(backend_topics(cid))
