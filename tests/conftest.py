@@ -206,9 +206,12 @@ class MqttProbe:
             await asyncio.sleep(0.02)
         raise AssertionError(f"timed out after {timeout_s}s waiting for an MQTT message on {topic}")
 
-    def publish(self, topic: str, body, qos: int = 1, retain: bool = False) -> None:
+    def publish(self, topic: str, body, qos: int = 1, retain: bool = False, wait=True) -> None:
+        """Publish; wait=False inside `respond` (paho's thread cannot wait for itself)."""
         payload = body if isinstance(body, bytes | str) else json.dumps(body)
-        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if wait:
+            info.wait_for_publish(5)
 
     def close(self) -> None:
         self.client.disconnect()
