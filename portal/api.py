@@ -113,13 +113,10 @@ class StationList(generics.ListAPIView):
     def get_queryset(self):
         qs = Station.objects.order_by("cid_key")
         p = self.request.query_params
-        if p.get("connected") in ("true", "false"):
-            connected = Station.objects.connected()
-            qs = (
-                qs.filter(pk__in=connected)
-                if p["connected"] == "true"
-                else qs.exclude(pk__in=connected)
-            )
+        if p.get("connected") == "true":
+            qs = qs.exclude(connection_id="")
+        elif p.get("connected") == "false":
+            qs = qs.filter(connection_id="")
         if p.get("search"):
             qs = qs.filter(cid_key__contains=identity.key(p["search"]))
         if p.get("after"):

@@ -47,8 +47,12 @@ def _connected(search: str):
 @staff_required
 def stations(request):
     """Connected stations; the table refreshes itself from stations_live."""
-    if request.GET.get("open", "").strip():
-        return redirect("portal:station", cid=request.GET["open"].strip())
+    wanted = request.GET.get("open", "").strip()
+    if wanted:
+        problem = identity.validate(wanted)
+        if not problem:
+            return redirect("portal:station", cid=wanted)
+        messages.error(request, f"{wanted!r}: {problem}")
     search = request.GET.get("q", "").strip()
     rows = list(_connected(search).order_by("cid_key").values(*_LIVE_FIELDS)[:LIVE_ROWS])
     context = {

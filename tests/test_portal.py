@@ -116,6 +116,8 @@ def test_open_any_station_by_cid_redirects(admin_client, make_station):
     response = admin_client.get(reverse("portal:stations"), {"open": "cp-open"})
     assert response.status_code == 302
     assert admin_client.get(response.url).status_code == 200
+    refused = admin_client.get(reverse("portal:stations"), {"open": "a/b"})
+    assert "may use only" in refused.content.decode()
 
 
 # --- station page ------------------------------------------------------------------------------
