@@ -107,3 +107,12 @@ def test_message_log_admin_is_read_only(admin_client, make_station, make_log):
     assert MessageLog.objects.get().action == "Heartbeat"
     delete = reverse("admin:stations_messagelog_delete", args=[row.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+
+
+def test_exemption_changelist_in_fixed_queries(admin_client, db, django_assert_num_queries):
+    from stations.models import ValidationExemption
+
+    for action in ("A", "B", "C"):
+        ValidationExemption.objects.create(action=action)
+    with django_assert_num_queries(5):  # session, user, count, full count, page
+        admin_client.get(reverse("admin:stations_validationexemption_changelist"))

@@ -422,8 +422,18 @@ def test_traffic_counts_per_minute_in_the_database(
     assert (sum(data["in"]), sum(data["out"]), sum(data["errors"])) == (2, 1, 1)
     whole = admin_client.get(reverse("portal:traffic-data")).json()
     assert (sum(whole["in"]), sum(whole["errors"])) == (3, 2)
-    page = admin_client.get(reverse("portal:traffic"))
+    with django_assert_num_queries(4):  # session, user, station, busiest stations
+        page = admin_client.get(reverse("portal:traffic"), {"station": "cptraf"})
     assert [b["cid"] for b in page.context["busiest"]] == ["CPTRAF", "OTHER"]
+
+
+def test_message_detail_in_fixed_queries(
+    admin_client, make_station, make_log, django_assert_num_queries
+):
+    row = make_log(make_station("CPDET"), message_type=2, unique_id="7", action="Heartbeat")
+    with django_assert_num_queries(4):  # session, user, row with station, its partner
+        response = admin_client.get(reverse("portal:message", args=[row.id]))
+    assert "No matching answer" in response.content.decode()
 
 
 # --- topic rules and exemptions ----------------------------------------------------------------
