@@ -1,0 +1,239 @@
+"""One station's conversation (Session) against a recording stand-in for the Gateway.
+
+The broker is not involved here (tests/test_consumers.py and tests/e2e/ cover it): the stand-in
+records what the session publishes and sends, so queueing, timers and matching are exact.
+"""
+
+import asyncio
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from stations import validation
+from stations.bridge import Pending
+from stations.limits import TokenBucket
+from stations.session import Session
+
+TIMEOUT_S = 0.15
+
+
+class RecordingGateway:
+    """What Session needs of the Gateway; publishes are recorded as (kind, topic-ish, body)."""
+
+    def __init__(self, **settings):
+        self.settings = SimpleNamespace(
+            OCPPGW_CALL_TIMEOUT_S=TIMEOUT_S,
+            OCPPGW_QUEUE_LEN=100,
+            OCPPGW_VALIDATION_FAILURE="reject",
+            OCPPGW_UNKNOWN_ACTIONS="forward",
+            OCPPGW_ROTATION_GRACE_S=60,
+        )
+        for name, value in settings.items():
+            setattr(self.settings, name, value)
+        self.node = "test-node"
+        self.published: list[tuple[str, dict]] = []
+        self.writer = SimpleNamespace(add=lambda **row: None, count=lambda *a, **k: None)
+        self.cache = SimpleNamespace(forget=lambda key: None)
+
+    def new_bucket(self):
+        return TokenBucket(0, 1, time.monotonic())
+
+    def check(self, direction, version, action, kind, payload):
+        return validation.check(version, action, kind, payload)
+
+    def publish(self, direction, session, action, frame, body):
+        self.published.append((direction, json.loads(body)))
+        pending = Pending(direction, body, 1, False, None)
+        pending.sent = True  # as if the broker took it at once
+        return pending, direction
+
+    def publish_raw(self, kind, session, action, unique_id, body):
+        self.published.append((kind, json.loads(body)))
+        return kind
+
+    def respond(self, topic, correlation, body):
+        self.published.append(("response:" + topic, json.loads(body)))
+
+    def on(self, kind):
+        return [body for k, body in self.published if k == kind]
+
+
+@pytest.fixture
+def make_session():
+    def make(version="1.6", **settings):
+        gw = RecordingGateway(**settings)
+        sent: list[list] = []
+        closed: list[int] = []
+        session = Session(
+            gw,
+            cid="CP1",
+            cid_key="cp1",
+            station_id=None,
+            version=version,
+            connection="c1",
+            send=lambda text: sent.append(json.loads(text)),
+            close=closed.append,
+        )
+        return session, gw, sent
+
+    return make
+
+
+def backend(session, body):
+    session.on_downstream(json.dumps(body).encode(), None)
+
+
+def reset(unique_id, version="1.6"):
+    kind = {"1.6": "Soft", "2.0.1": "Immediate", "2.1": "Immediate"}[version]
+    return {"MessageTypeId": 2, "UniqueId": unique_id, "Action": "Reset", "Payload": {"type": kind}}
+
+
+async def test_backend_calls_go_to_the_station_one_at_a_time(make_session):
+    session, gw, sent = make_session()
+    for n in range(3):
+        backend(session, reset(f"b{n}"))
+    assert [f[1] for f in sent] == ["b0"]
+    session.on_text('[3, "b0", {"status": "Accepted"}]')
+    assert [f[1] for f in sent] == ["b0", "b1"]
+    session.on_text('[4, "b1", "NotSupported", "no", {}]')
+    assert [f[1] for f in sent] == ["b0", "b1", "b2"]
+    assert gw.on("reply") == [
+        {"MessageTypeId": 3, "UniqueId": "b0", "Action": "Reset", "Payload": {"status": "Accepted"}}
+    ]
+    assert gw.on("error")[0]["Action"] == "Reset" and gw.on("error")[0]["ErrorCode"] == "NotSupported"  # fmt: skip
+
+
+async def test_queue_full_is_answered_on_the_error_topic(make_session):
+    session, gw, sent = make_session(OCPPGW_QUEUE_LEN=1)
+    for n in range(3):
+        backend(session, reset(f"b{n}"))  # one in flight, one waiting, one too many
+    [error] = gw.on("error")
+    assert (error["UniqueId"], error["ErrorCode"]) == ("b2", "GenericError")
+    assert error["ErrorDetails"]["reason"] == "queue_full"
+    assert len(sent) == 1
+
+
+async def test_unanswered_backend_call_times_out_and_the_next_one_goes(make_session):
+    session, gw, sent = make_session()
+    backend(session, reset("b0"))
+    await asyncio.sleep(TIMEOUT_S * 0.5)
+    backend(session, reset("b1"))
+    await asyncio.sleep(TIMEOUT_S * 0.7)
+    [error] = gw.on("error")
+    assert (error["UniqueId"], error["ErrorDetails"]["reason"]) == ("b0", "timeout")
+    assert [f[1] for f in sent] == ["b0", "b1"]
+    # the station answers b0 late: forwarded marked Late, and noticed; b1 is still in flight
+    session.on_text('[3, "b0", {"status": "Accepted"}]')
+    assert gw.on("reply")[-1]["Late"] is True
+    assert gw.on("notice")[-1]["ErrorDetails"]["reason"] == "late"
+    assert session.inflight.frame.id == "b1"
+
+
+async def test_station_call_unanswered_by_the_backend_gets_internal_error(make_session):
+    session, gw, sent = make_session()
+    session.on_text('[2, "c1", "Heartbeat", {}]')
+    session.on_text('[2, "c2", "Heartbeat", {}]')  # pipelined: not punished
+    assert [b["UniqueId"] for b in gw.on("upstream")] == ["c1", "c2"]
+    backend(session, {"MessageTypeId": 3, "UniqueId": "c2", "Payload": {"currentTime": "2025-01-01T00:00:00Z"}})  # fmt: skip
+    assert sent == [[3, "c2", {"currentTime": "2025-01-01T00:00:00Z"}]]
+    await asyncio.sleep(TIMEOUT_S * 1.5)
+    assert sent[1] == [4, "c1", "InternalError", "no answer from the backend", {}]
+    # the backend answers after the timeout: a notice, never a second answer to the station
+    backend(session, {"MessageTypeId": 3, "UniqueId": "c1", "Payload": {}})
+    assert len(sent) == 2
+    assert gw.on("notice")[-1]["ErrorDetails"]["reason"] == "late"
+
+
+async def test_answer_for_no_outstanding_call_is_an_unmatched_notice(make_session):
+    session, gw, sent = make_session()
+    backend(session, {"MessageTypeId": 3, "UniqueId": "nobody", "Payload": {}})
+    [notice] = gw.on("notice")
+    assert (notice["UniqueId"], notice["ErrorDetails"]["reason"]) == ("nobody", "unmatched")
+    assert sent == [] and gw.on("error") == []
+
+
+async def test_duplicate_id_of_an_outstanding_station_call_is_refused(make_session):
+    session, gw, sent = make_session("2.0.1")
+    session.on_text('[2, "d1", "Heartbeat", {}]')
+    session.on_text('[2, "d1", "Heartbeat", {}]')
+    assert sent[0][:3] == [4, "d1", "RpcFrameworkError"]
+    assert len(gw.on("upstream")) == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "backend_code", "station_code"),
+    [
+        ("1.6", "FormatViolation", "FormationViolation"),
+        ("1.6", "OccurrenceConstraintViolation", "OccurenceConstraintViolation"),
+        ("2.0.1", "FormationViolation", "FormatViolation"),
+        ("2.1", "OccurenceConstraintViolation", "OccurrenceConstraintViolation"),
+        ("2.0.1", "GenericError", "GenericError"),
+    ],
+)
+async def test_backend_callerror_code_is_spelled_for_the_stations_version(
+    make_session, version, backend_code, station_code
+):
+    session, _gw, sent = make_session(version)
+    session.on_text('[2, "e1", "Heartbeat", {}]')
+    backend(
+        session,
+        {"MessageTypeId": 4, "UniqueId": "e1", "ErrorCode": backend_code, "ErrorDescription": "d"},
+    )
+    assert sent == [[4, "e1", station_code, "d", {}]]
+
+
+async def test_invalid_callresult_on_21_gets_a_callresulterror(make_session):
+    session, gw, sent = make_session("2.1")
+    backend(session, reset("r1", "2.1"))
+    session.on_text('[3, "r1", {"status": "Maybe"}]')
+    assert sent[-1][:3] == [5, "r1", "PropertyConstraintViolation"]
+    [notice] = gw.on("notice")
+    assert (notice["ErrorDetails"]["reason"], notice["ErrorDetails"]["path"]) == ("invalid", "status")  # fmt: skip
+    assert gw.on("reply") == []
+
+
+async def test_invalid_callresult_on_16_is_not_answered(make_session):
+    session, gw, sent = make_session("1.6")
+    backend(session, reset("r1"))
+    session.on_text('[3, "r1", {"status": "Maybe"}]')
+    assert len(sent) == 1  # only the Reset itself
+    assert gw.on("notice")[0]["ErrorDetails"]["reason"] == "invalid"
+
+
+async def test_callresulterror_from_the_station_names_the_action_it_answered(make_session):
+    session, gw, _sent = make_session("2.1")
+    session.on_text('[2, "h1", "Heartbeat", {}]')
+    now = "2025-01-01T00:00:00Z"
+    backend(session, {"MessageTypeId": 3, "UniqueId": "h1", "Payload": {"currentTime": now}})
+    session.on_text('[5, "h1", "PropertyConstraintViolation", "currentTime is in the past", {}]')
+    [error] = gw.on("error")
+    assert (error["MessageTypeId"], error["UniqueId"], error["Action"]) == (5, "h1", "Heartbeat")
+
+
+async def test_send_to_a_16_station_is_refused_as_a_notice(make_session):
+    session, gw, sent = make_session("1.6")
+    backend(session, {"MessageTypeId": 6, "UniqueId": "s1", "Action": "X", "Payload": {}})
+    assert sent == []
+    assert gw.on("notice")[0]["ErrorCode"] == "MessageTypeNotSupported"
+
+
+async def test_send_to_a_21_station_is_sent_without_waiting_for_an_answer(make_session):
+    session, _gw, sent = make_session("2.1")
+    body = {"MessageTypeId": 6, "UniqueId": "s1", "Action": "NotifyPeriodicEventStream"}
+    backend(session, {**body, "Payload": {"id": 1, "pending": 0, "basetime": "2025-01-01T00:00:00Z", "data": [{"t": 0, "v": "1"}]}})  # fmt: skip
+    backend(session, reset("r1", "2.1"))
+    assert [f[0] for f in sent] == [6, 2]  # not queued behind anything, no timer
+
+
+async def test_disconnect_answers_every_waiting_backend_call_offline(make_session):
+    session, gw, _sent = make_session()
+    for n in range(3):
+        backend(session, reset(f"b{n}"))
+    session.end("closed (1006)")
+    errors = gw.on("error")
+    assert [e["UniqueId"] for e in errors] == ["b0", "b1", "b2"]
+    assert {e["ErrorDetails"]["reason"] for e in errors} == {"offline"}
+    await asyncio.sleep(TIMEOUT_S * 1.5)  # and no timer fires afterwards
+    assert len(gw.on("error")) == 3
