@@ -31,7 +31,8 @@
   }
 
   async function follow(uid, label) {
-    const url = form.dataset.answerUrl.replace("UID", encodeURIComponent(uid));
+    // "~" never occurs in a cid, so only the placeholder is replaced
+    const url = form.dataset.answerUrl.replace("~uid~", encodeURIComponent(uid));
     const started = Date.now();
     show("waiting", `${label}: waiting for the station…`, `UniqueId ${uid}`);
     while (Date.now() - started < GIVE_UP_MS) {
