@@ -57,7 +57,7 @@ def _rules_page(request, form, editing=None, status=200):
 @staff_required
 def rules(request):
     """Every topic rule, the form for a new one, and the help."""
-    return _rules_page(request, TopicRuleForm())
+    return _rules_page(request, TopicRuleForm(initial={"direction": TopicRule.UPSTREAM}))
 
 
 @staff_required
