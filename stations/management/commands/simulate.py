@@ -234,10 +234,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--url", default=f"ws://127.0.0.1:{settings.OCPPGW_PORT}/ocpp", help="gateway URL"
         )
-        parser.add_argument("--version", choices=sorted(BUILDERS), default="1.6")
+        parser.add_argument(
+            "--version", choices=sorted(BUILDERS), default="1.6", help="OCPP version to speak"
+        )
         parser.add_argument("--interval", type=float, default=10.0, help="seconds between rounds")
         parser.add_argument("--count", type=int, default=0, help="rounds to run (0 = forever)")
-        parser.add_argument("--call-timeout", type=float, default=CALL_TIMEOUT_S)
+        parser.add_argument(
+            "--call-timeout",
+            type=float,
+            default=CALL_TIMEOUT_S,
+            help="seconds to wait for the backend's answer to each CALL before going on",
+        )
 
     def handle(self, *args, cid, password, url, version, interval, count, call_timeout, **opts):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
