@@ -51,19 +51,23 @@ async def test_sigterm_marks_stations_disconnected_flushes_the_log_and_exits_0(g
         assert time.time() - signalled_at < 10
         assert codes == [1001] * STATIONS  # going away, sent by the gateway
 
-        # the retained presence of every station, as a backend subscribing now would see it
-        late = MqttProbe([topics.presence(cid) for cid in cids] + [f"ocpp/gw/nodes/{gateway.node}"])
+        # "offline" from the clean goodbye, written at shutdown (the Will's was written at start)
+        node_topic = f"ocpp/gw/nodes/{gateway.node}"
+        status = probe.wait_for(node_topic, lambda body: body["status"] == "offline")
+        assert _epoch(status["at"]) >= signalled_at - 1
+
+        # the retained presence of every station, as a backend subscribing now would see it; the
+        # node's own status is cleared, so past processes do not pile up on the broker
+        late = MqttProbe([topics.presence(cid) for cid in cids] + [node_topic])
         try:
             for cid in cids:
                 event = late.wait_for(topics.presence(cid))
                 assert event["status"] == "disconnected", event
                 assert event["node"] == gateway.node
-            status = late.wait_for(f"ocpp/gw/nodes/{gateway.node}")
+            await asyncio.sleep(0.3)
+            assert late.snapshot(node_topic) == []
         finally:
             late.close()
-        # "offline" from the clean goodbye, written at shutdown (the Will's was written at start)
-        assert status["status"] == "offline"
-        assert _epoch(status["at"]) >= signalled_at - 1
 
         rows = gateway.rows(
             "SELECT cid, outcome FROM stations_messagelog WHERE unique_id LIKE 'last-%'"
