@@ -133,6 +133,7 @@ class Counter:
                 "max": round(lat[-1] / 1000, 3) if lat else None,
             },
             "drain_s": getattr(self, "drain_s", None),
+            "drain_reason": getattr(self, "drain_reason", None),
             "broker_dropped": (self.dropped[-1] - self.dropped[0]) if self.dropped else None,
         }
 
@@ -198,11 +199,16 @@ def main() -> None:
     threading.Thread(target=read_stop, daemon=True).start()
     stop.wait(args.max_life)
     t_stop = time.monotonic()
+    # "all": every expected CALL arrived; "quiet": nothing for --quiet s (the rest is lost);
+    # "limit": still arriving at --max-drain (the rest is late, not known to be lost)
+    counter.drain_reason = "limit"
     while time.monotonic() - t_stop < args.max_drain:
         if expected and counter.kinds.get("call", 0) >= expected[0]:
             time.sleep(0.2)  # a duplicate right behind the last message is still caught
+            counter.drain_reason = "all"
             break
         if (time.monotonic_ns() - counter.last_ns) / 1e9 >= args.quiet:
+            counter.drain_reason = "quiet"
             break
         time.sleep(0.02)
     counter.drain_s = round(time.monotonic() - t_stop, 2)

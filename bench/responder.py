@@ -97,8 +97,8 @@ def main() -> None:
     ap.add_argument("--prefix", default="CP")
     ap.add_argument("--window", type=int, default=1, help="outstanding CALLs per CP")
     ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--drain", type=float, default=5.0)
-    ap.add_argument("--warm-timeout", type=float, default=15.0)
+    ap.add_argument("--drain", type=float, default=10.0)
+    ap.add_argument("--warm-timeout", type=float, default=20.0)
     ap.add_argument("--action", default="Reset")
     ap.add_argument("--payload", default='{"type":"Soft"}')
     args = ap.parse_args()
@@ -128,24 +128,31 @@ def main() -> None:
                 return
 
     # Warm-up: one CALL per CP until each has answered once (a gateway subscribes per CP on
-    # connect, a CALL published before that is not the gateway's loss). Retried once a second.
+    # connect; a CALL published before that is not the gateway's loss). A CALL is re-sent only
+    # once, after half the timeout: re-sending sooner would queue duplicates behind a slow
+    # gateway's one-outstanding-CALL-per-CP and load the window with stale round trips.
     wait("warm")
     t = time.monotonic()
-    pending = set(cids)
-    while pending and time.monotonic() - t < args.warm_timeout:
+    for cid in cids:
+        r.call(cid)
+    resent = False
+    while time.monotonic() - t < args.warm_timeout:
         with r.lock:
-            stale = {uid for uid, (cid, _) in r.out.items() if cid in pending}
-            for uid in stale:
-                del r.out[uid]
-        for cid in pending:
-            r.call(cid)
-        time.sleep(1.0)
-        with r.lock:
-            waiting = {cid for cid, _ in r.out.values()}
-        pending = pending & waiting
-    r.end_ns = 0
-    time.sleep(0.5)
-    emit({"event": "warm", "ok": args.n - len(pending), "missing": len(pending)})
+            pending = {cid for cid, _ in r.out.values()}
+        if not pending:
+            break
+        if not resent and time.monotonic() - t > args.warm_timeout / 2:
+            resent = True
+            for cid in pending:
+                r.call(cid)
+        time.sleep(0.1)
+    with r.lock:
+        missing = len({cid for cid, _ in r.out.values()})
+    # let late answers to re-sent CALLs arrive before the window opens (at most 5 s)
+    t_q = time.monotonic()
+    while r.out and time.monotonic() - t_q < 5:
+        time.sleep(0.1)
+    emit({"event": "warm", "ok": args.n - missing, "missing": missing})
 
     wait("go")
     with r.lock:
