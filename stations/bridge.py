@@ -180,6 +180,14 @@ class Bridge:
                 self._subscribe_batch(filters[i : i + SUBSCRIBE_BATCH], sub_id)
         if self._online:
             client.publish(self._online[0], self._online[1], qos=1, retain=True)
+        # paho re-sends the PUBLISHes that were in flight when the broker went away only after
+        # this callback returns: drain our buffer after them (from the loop), or order breaks
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """On the loop, after paho's re-sends: publish the buffer in order, then go live."""
+        if not self.client.is_connected():
+            return  # lost again already: the next connect drains
         with self._lock:
             # drain in order before new publishes may bypass the buffer
             while self._buffer:

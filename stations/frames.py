@@ -15,6 +15,7 @@ TYPE_NAMES = {2: "CALL", 3: "CALLRESULT", 4: "CALLERROR", 5: "CALLRESULTERROR", 
 TYPES_BY_VERSION = {"1.6": (2, 3, 4), "2.0.1": (2, 3, 4), "2.1": (2, 3, 4, 5, 6)}
 MAX_ID_CHARS = 36
 MAX_DESCRIPTION_CHARS = 254
+MAX_DEPTH = 128  # nesting levels; OCPP payloads nest < 10, orjson encodes at most 254
 
 
 @dataclass(slots=True)
@@ -97,6 +98,13 @@ def parse(text: str | bytes, version: str) -> Frame:
                 "MessageTypeNotSupported", f"MessageTypeId {msg_type} is not supported", unique_id
             )
         raise Ignored(f"unknown MessageTypeId {msg_type}", msg_type, unique_id)
+    opening = ("[", "{") if isinstance(text, str) else (b"[", b"{")
+    if text.count(opening[0]) + text.count(opening[1]) > MAX_DEPTH and _too_deep(data, MAX_DEPTH):
+        # valid JSON, but the envelope could not be encoded again (orjson nests 254 levels)
+        why = f"frame nested deeper than {MAX_DEPTH} levels"
+        if msg_type == CALL:
+            raise FrameError(rpc, why, unique_id)
+        raise Ignored(why, msg_type, unique_id)
     if msg_type in (CALL, SEND):
         return _parse_call(data, msg_type, unique_id, rpc)
     if msg_type == CALLRESULT:
@@ -106,6 +114,18 @@ def parse(text: str | bytes, version: str) -> Frame:
             raise Ignored("CALLRESULT payload is not a JSON object", msg_type, unique_id)
         return Frame(CALLRESULT, unique_id, payload=data[2])
     return _parse_error(data, msg_type, unique_id)
+
+
+def _too_deep(data, limit: int) -> bool:
+    """True when lists/objects nest deeper than `limit` (the frame's own array is level 1)."""
+    level = [(data, 1)]
+    while level:
+        value, depth = level.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        level.extend((c, depth + 1) for c in children if isinstance(c, (list, dict)))
+    return False
 
 
 def _parse_call(data: list, msg_type: int, unique_id: str, rpc: str) -> Frame:

@@ -454,9 +454,14 @@ def _poll(since):
 def _release_node(node: str) -> None:
     from stations.models import Station
 
-    Station.objects.filter(node=node).exclude(connection_id="").update(
-        connection_id="", disconnected_at=datetime.datetime.now(datetime.UTC)
-    )
+    try:
+        Station.objects.filter(node=node).exclude(connection_id="").update(
+            connection_id="", disconnected_at=datetime.datetime.now(datetime.UTC)
+        )
+    except DatabaseError as exc:  # fire-and-forget task: never an unretrieved exception
+        log.warning("cannot mark the stations of lost node %s offline: %s", node, exc)
+    finally:
+        connection.close()
 
 
 _gateway: Gateway | None = None

@@ -25,6 +25,11 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: one such row would fail its batch on every retry
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 class Writer:
     def __init__(self, *, max_rows: int, flush_s: float, payload_bytes: int, enabled: bool = True):
         self.max_rows = max_rows
@@ -73,12 +78,12 @@ class Writer:
                 station_id=station_id,
                 direction=direction,
                 message_type=message_type,
-                unique_id=(unique_id or "")[:36],
-                action=(action or "")[:64],
+                unique_id=_no_nul((unique_id or "")[:36]),
+                action=_no_nul((action or "")[:64]),
                 size=size,
-                payload=text,
+                payload=_no_nul(text),
                 outcome=outcome,
-                reason=reason[:255],
+                reason=_no_nul(reason[:255]),
                 topic=topic[:255],
             )
         )

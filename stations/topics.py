@@ -5,9 +5,11 @@ Pure: no Django, no I/O. Templates use `${name}` placeholders (contract §2).
 
 import re
 from functools import lru_cache
+from urllib.parse import quote
 
 PLACEHOLDERS = ("cid", "clientid", "action", "id", "type", "version")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+_PLAIN_LEVEL = re.compile(r"[A-Za-z0-9_.~-]*\Z")
 
 
 def escape_cid(cid: str) -> str:
@@ -62,7 +64,7 @@ def _compile(template: str):
 
 
 def render(template: str, **values: str) -> str:
-    """Fill a template's placeholders; the cid is escaped, other values used as given."""
+    """Fill a template's placeholders; each value is escaped so it stays one topic level."""
     out = []
     for is_placeholder, text in _compile(template):
         if not is_placeholder:
@@ -70,8 +72,17 @@ def render(template: str, **values: str) -> str:
         elif text == "cid":
             out.append(escape_cid(values["cid"]))
         else:
-            out.append(str(values.get(text, "")))
+            out.append(escape_level(str(values.get(text, ""))))
     return "".join(out)
+
+
+def escape_level(value: str) -> str:
+    """Percent-encode a station-supplied value (Action, UniqueId) unless it is a plain name:
+    `+`/`#` make paho raise, `/` adds levels, and NUL or control characters make the broker
+    drop the whole connection as a malformed packet (MQTT 4.7.3, Mosquitto)."""
+    if _PLAIN_LEVEL.match(value):
+        return value
+    return quote(value, safe="", errors="backslashreplace")
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,415 @@
+"""Private services and gateway processes for the reliability suite (issue 7).
+
+Every process a test stops is started here, on a free loopback port, in a temporary directory:
+a private Mosquitto, Redis or PostgreSQL, and real `rungateway` processes. The shared services on
+1883/6379/5432 are never stopped. Every wait is bounded in time.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_until(predicate, timeout_s: float, what: str, step_s: float = 0.05):
+    """Poll `predicate` until it returns something truthy; fail naming `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout_s: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+# --- Mosquitto ------------------------------------------------------------------------------------
+class Mosquitto:
+    """A private broker with persistence, so a durable subscriber loses nothing across restarts."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "user root\n"  # running as root: keep it, so the persistence file stays writable
+            "persistence true\n"
+            f"persistence_location {workdir}/\n"
+            "max_queued_messages 0\n"  # a durable test subscriber must not lose queued messages
+            "max_inflight_messages 0\n"
+            f"log_dest file {workdir}/mosquitto.log\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port), 10, f"mosquitto on {self.port}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    broker = Mosquitto(tmp_path / "mqtt")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+# --- Redis ----------------------------------------------------------------------------------------
+class Redis:
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port), 10, f"redis on {self.port}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = Redis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------
+class Postgres:
+    """A throwaway cluster owned by the `postgres` OS user (root cannot run the server)."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="ocppgw-pg-"))
+        self.port = free_port()
+        self.data = self.dir / "data"
+        as_root = os.geteuid() == 0
+        self._prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+        if as_root:
+            shutil.chown(self.dir, "postgres")
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
+
+    def _run(self, *args) -> None:
+        subprocess.run(
+            [*self._prefix, *args], check=True, capture_output=True, timeout=60, cwd=self.dir
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c full_page_writes=off -c synchronous_commit=off"
+        )
+        self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+            str(self.dir / "pg.log"), "-w", "-t", "30", "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres():
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    server = Postgres()
+    server.start()
+    yield server
+    server.destroy()
+
+
+# --- gateway processes ----------------------------------------------------------------------------
+BASE_ENV = {
+    "DEBUG": "true",
+    "OCPPGW_LOG_LEVEL": "INFO",
+    "REDIS_URL": "",
+    "PYTHONUNBUFFERED": "1",
+    "OCPPGW_PING_INTERVAL_S": "30",
+}
+
+
+def manage(env: dict, *args, timeout_s: float = 120) -> str:
+    result = subprocess.run(
+        [PY, "manage.py", *args],
+        cwd=REPO,
+        env={**os.environ, **BASE_ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """One migrated SQLite file per session; each gateway gets its own copy."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.sqlite3"
+    manage({"DATABASE_URL": f"sqlite:///{path}"}, "migrate", "--noinput", "-v0")
+    return path
+
+
+class Gateway:
+    """A real `rungateway` process on a free port; its output goes to a log file."""
+
+    def __init__(self, workdir: Path, env: dict, host: str = "127.0.0.1"):
+        self.dir = workdir
+        self.host = host
+        self.port = free_port()
+        self.env = {**os.environ, **BASE_ENV, "OCPPGW_NODE": f"rel-{self.port}", **env}
+        self.log_path = workdir / f"gateway-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> "Gateway":
+        self._log = open(self.log_path, "ab")  # closed in stop()
+        self.proc = subprocess.Popen(
+            [PY, "manage.py", "rungateway", "--host", self.host, "--port", str(self.port)],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._serving, 30, f"gateway on {self.port} (log {self.log_path})")
+        if wait_ready:
+            wait_until(lambda: self.readyz()[0] == 200, 20, "gateway /readyz 200")
+        return self
+
+    def _serving(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gateway exited: {self.log()[-3000:]}")
+        return port_open(self.port, self.host)
+
+    def url(self, cid: str) -> str:
+        return f"ws://{self.host}:{self.port}/ocpp/{cid}"
+
+    def http(self, path: str, timeout_s: float = 5) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(
+                f"http://{self.host}:{self.port}{path}", timeout=timeout_s
+            ) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def readyz(self) -> tuple[int, dict]:
+        try:
+            status, body = self.http("/readyz")
+        except OSError:
+            return 0, {}
+        return status, json.loads(body or b"{}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def rss(self) -> int:
+        import psutil
+
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def fds(self) -> int:
+        import psutil
+
+        return psutil.Process(self.proc.pid).num_fds()
+
+    def stop(self) -> None:
+        _stop(self.proc, timeout_s=15)
+        if self.proc is not None:
+            self._log.close()
+        self.proc = None
+
+
+@pytest.fixture
+def gateway_factory(tmp_path, migrated_sqlite):
+    """start(env) -> a running Gateway on its own SQLite copy (unless env sets DATABASE_URL)."""
+    started: list[Gateway] = []
+
+    def start(env: dict, *, wait_ready: bool = True, host: str = "127.0.0.1") -> Gateway:
+        env = dict(env)
+        if "DATABASE_URL" not in env:
+            db = tmp_path / f"gw-{len(started)}.sqlite3"
+            shutil.copy(migrated_sqlite, db)
+            env["DATABASE_URL"] = f"sqlite:///{db}"
+        gw = Gateway(tmp_path, env, host=host)
+        started.append(gw)
+        return gw.start(wait_ready=wait_ready)
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+def sqlite_rows(gw: Gateway, sql: str, params=()) -> list[tuple]:
+    """Read a gateway's SQLite database directly (the test is another process)."""
+    path = gw.env["DATABASE_URL"].removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path, timeout=20)) as db:
+        return db.execute(sql, params).fetchall()
+
+
+# --- MQTT -----------------------------------------------------------------------------------------
+class Recorder:
+    """A backend on MQTT: records every message on its filters (with arrival time).
+
+    `durable=True` keeps a persistent session (MQTT 3.1.1, clean_session false, QoS 1), so a
+    broker restarted with persistence delivers what arrived while this client was reconnecting.
+    `respond` answers station CALLs like a backend: it gets (topic, envelope) and returns
+    (topic, envelope) or None.
+    """
+
+    def __init__(self, port, filters=("#",), *, durable=False, respond=None, client_id=None):
+        self.messages: list[tuple[float, str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.respond = respond
+        self.connected = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"rel-recorder-{os.getpid()}-{id(self)}",
+            protocol=mqtt.MQTTv311,
+            clean_session=not durable,
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(0.2, 1)
+        self._filters = list(filters)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = self._on_message
+        self.client.connect_async("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        assert self.connected.wait(10), "recorder could not connect"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        client.subscribe([(f, 1) for f in self._filters])
+        self.connected.set()
+
+    def _on_message(self, client, userdata, message):
+        with self.lock:
+            self.messages.append(
+                (time.monotonic(), message.topic, message.payload, bool(message.retain))
+            )
+        if self.respond and not message.retain:
+            answer = self.respond(message.topic, message.payload)
+            if answer:
+                client.publish(answer[0], answer[1], qos=1)
+
+    def snapshot(self, start: int = 0) -> list[tuple[float, str, bytes, bool]]:
+        with self.lock:
+            return self.messages[start:]
+
+    def publish(self, topic: str, payload, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def recorder_factory():
+    made: list[Recorder] = []
+
+    def make(port, filters=("#",), **kwargs) -> Recorder:
+        rec = Recorder(port, filters, **kwargs)
+        made.append(rec)
+        return rec
+
+    yield make
+    for rec in made:
+        rec.close()
+
+
+def make_stations(env: dict, stations) -> None:
+    """Create stations [(cid, password, profile)] in the database `env` points at (one process)."""
+    code = (
+        "from django.core.management import call_command\n"
+        f"for cid, password, profile in {list(stations)!r}:\n"
+        "    call_command('createstation', cid, password=password, profile=profile)\n"
+    )
+    manage(env, "shell", "-c", code)
+
+
+def metric(gw: Gateway, name: str) -> float | None:
+    """A sample from the gateway's /metrics, or None when it has no such metric (yet)."""
+    status, body = gw.http("/metrics")
+    if status != 200:
+        return None
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
