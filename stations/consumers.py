@@ -9,7 +9,9 @@ import datetime
 import logging
 import secrets
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ocppgw import logs
@@ -23,6 +25,28 @@ log = logging.getLogger("ocppgw.consumer")
 class OcppConsumer(AsyncWebsocketConsumer):
     session: Session | None = None
     finished = False
+
+    async def __call__(self, scope, receive, send):
+        # A plain receive loop instead of Channels' await_many_dispatch, which creates a task and
+        # an asyncio.wait per frame. No channel layer: frames are routed by the gateway's
+        # registry, so a station socket never polls Redis (a Redis outage only pauses
+        # coordination between processes).
+        self.scope, self.channel_layer, self.base_send = scope, None, send
+        dispatch = self.dispatch
+        try:
+            while True:
+                await dispatch(await receive())
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message):
+        # Channels' dispatch runs close_old_connections() on the database thread before every
+        # message: one thread hop per frame, queued behind the message-log writer. The ORM is
+        # used only at connect, inside database_sync_to_async, which closes old connections.
+        if message["type"] == "websocket.receive":
+            await self.receive(message.get("text"), message.get("bytes"))
+        else:
+            await getattr(self, get_handler_name(message))(message)
 
     async def connect(self):
         gw = self.gw = get_gateway()
@@ -160,10 +184,18 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._close_soon(code, reason[:120])
 
     def _send_text(self, text: str) -> None:
-        asyncio.get_running_loop().create_task(self.send(text_data=text))
+        asyncio.get_running_loop().create_task(self._quietly(self.send(text_data=text)))
 
     def _close_soon(self, code: int, reason: str | None = None) -> None:
-        asyncio.get_running_loop().create_task(self.close(code=code, reason=reason))
+        asyncio.get_running_loop().create_task(self._quietly(self.close(code=code, reason=reason)))
+
+    async def _quietly(self, operation) -> None:
+        # the socket may close between a decision and its write: disconnect() then follows,
+        # which answers the station's pending work; nothing to do here but not to raise
+        try:
+            await operation
+        except Exception as exc:
+            log.debug("%s: write on a closing socket: %s", self.cid, exc)
 
 
 @database_sync_to_async

@@ -139,6 +139,7 @@ class Command(BaseCommand):
                 lambda: os.getppid() != parent and stopper.begin("supervisor gone")
             )
             orphan_check.start(1.0, now=False)
+        _tune_gc()
         server.run()
         # everything that matters is flushed and closed by now; don't let interpreter exit wait
         # for executor threads still compiling schemas (seconds on a busy machine)
@@ -367,3 +368,23 @@ def _remove_tree(path: str) -> None:
     for item in Path(path).glob("*"):
         item.unlink(missing_ok=True)
     Path(path).rmdir()
+
+
+# gen0 collections every 10,000 allocations, gen1 every 10 of those, gen2 every 1000 gen1s
+GC_THRESHOLDS = (10_000, 10, 1000)
+
+
+def _tune_gc() -> None:
+    """Keep the cycle collector from pausing the event loop for hundreds of milliseconds.
+
+    Frames are freed by reference counting; with Python's default thresholds the collector
+    still ran a full (gen2) pass every few seconds under load, scanning every connection's
+    objects: 170-210 ms pauses measured here, which set the latency p99. Objects that exist at
+    start-up (Django, the URLconf, libraries) are frozen out of the scans; the rest are
+    collected far less often (a full pass every ~100M allocations).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
