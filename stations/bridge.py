@@ -109,11 +109,14 @@ class Bridge:
     def stop(self, goodbye=None, timeout_s: float = 5.0) -> None:
         """Publish `goodbye` (retained, acknowledged), then disconnect cleanly. Blocking: call in a thread."""
         if goodbye and self.connected:
-            info = self.client.publish(goodbye[0], goodbye[1], qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout_s)
-            except (RuntimeError, ValueError):
-                pass
+            # subscribers see the goodbye; the empty retained message then clears the topic, so
+            # the node topics of past processes do not pile up on the broker
+            for payload in (goodbye[1], b""):
+                info = self.client.publish(goodbye[0], payload, qos=1, retain=True)
+                try:
+                    info.wait_for_publish(timeout_s)
+                except (RuntimeError, ValueError):
+                    pass
         deadline = time.monotonic() + timeout_s
         while self.connected and self.client.want_write() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -197,7 +200,7 @@ class Bridge:
                     metrics.handed_over(item)
             self.connected = True
         log.info("connected to broker %s:%s", self.host, self.port)
-        self.loop.call_soon_threadsafe(self._state, True)
+        self._state(True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         with self._lock:

@@ -207,7 +207,7 @@ class Gateway:
         elif PRESENCE_SUB_ID in sub_ids:
             self._presence_seen(topic, payload)
         elif NODES_SUB_ID in sub_ids:
-            self._node_seen(payload)
+            self._node_seen(topic, payload)
 
     def _cid_key_of(self, topic: str, matcher) -> str | None:
         match = matcher.match(topic)
@@ -257,13 +257,17 @@ class Gateway:
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return
 
-    def _node_seen(self, payload: bytes) -> None:
+    def _node_seen(self, topic: str, payload: bytes) -> None:
         try:
             event = orjson.loads(payload)
         except orjson.JSONDecodeError:
+            return  # an empty payload: the retained status was cleared
+        if not isinstance(event, dict) or event.get("status") != "offline":
             return
-        if event.get("status") != "offline" or event.get("node") == self.node:
+        if event.get("node") == self.node:
             return
+        # clear the dead node's retained status once handled, so old nodes do not pile up
+        self.bridge.publish(topic, b"", qos=1, retain=True)
         dead = event.get("node")
         # the node died: its stations are gone; a live reconnect elsewhere is not touched
         for seen in list(self.presence.values()):
