@@ -203,8 +203,10 @@ class Bridge:
         self._state(True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        with self._lock:
-            was, self.connected = self.connected, False
+        # never self._lock here: paho may call this holding its _out_message_mutex (CONNACK
+        # re-sends, then a DISCONNECT written), which _drain, holding self._lock, waits for in
+        # client.publish(): a deadlock that froze the event loop. A bool swap needs no lock.
+        was, self.connected = self.connected, False
         if was:
             self.disconnected_since = time.monotonic()
             log.warning(
