@@ -14,6 +14,11 @@ cid_var: contextvars.ContextVar[str] = contextvars.ContextVar("ocppgw_cid", defa
 unique_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("ocppgw_unique_id", default="")
 
 
+def _printable(text: str) -> str:
+    """Station-supplied text (a UniqueId) escaped, so it cannot forge or break log lines."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 class ContextFilter(logging.Filter):
     """Give every record `cid`, `unique_id` and a ready-made ` [cid=… id=…]` `context` text."""
 
@@ -22,9 +27,9 @@ class ContextFilter(logging.Filter):
             record.cid = cid_var.get()
         if not hasattr(record, "unique_id"):
             record.unique_id = unique_id_var.get() if record.cid else ""
-        parts = [f"cid={record.cid}"] if record.cid else []
+        parts = [f"cid={_printable(record.cid)}"] if record.cid else []
         if record.unique_id:
-            parts.append(f"id={record.unique_id}")
+            parts.append(f"id={_printable(record.unique_id)}")
         record.context = f" [{' '.join(parts)}]" if parts else ""
         return True
 

@@ -25,6 +25,14 @@ CSRF_TRUSTED_ORIGINS = cfg.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 _forwarded_proto = cfg.bool("DJANGO_BEHIND_TLS_PROXY", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _forwarded_proto else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _forwarded_proto
+# redirect plain-HTTP portal requests to HTTPS (health and metrics stay reachable over HTTP)
+SECURE_SSL_REDIRECT = cfg.bool("DJANGO_SECURE_SSL_REDIRECT", _forwarded_proto)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# HSTS seconds for the portal's host; 0 = off (it commits browsers to HTTPS for that long)
+SECURE_HSTS_SECONDS = cfg.int("DJANGO_SECURE_HSTS_SECONDS", 0, min_value=0)
+# extend HSTS to subdomains and ask for preloading: both commit the whole domain, off by default
+SECURE_HSTS_INCLUDE_SUBDOMAINS = cfg.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = cfg.bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 # log level of the gateway's own loggers
 LOG_LEVEL = cfg.choice("OCPPGW_LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR"])
 

@@ -12,6 +12,9 @@ from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
 HIGH_FRAMES = 32
 LOW_FRAMES = 4
+# bytes read from a socket at a time (Twisted reads 64 KiB): everything read is parsed into the
+# queue at once, so this bounds what a paused flooder can have queued (~70 small frames)
+READ_CHUNK_BYTES = 4096
 
 
 class BackpressureWebSocketProtocol(WebSocketProtocol):
@@ -19,6 +22,7 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
 
     def applicationCreateWorked(self, application_queue):
         super().applicationCreateWorked(application_queue)
+        self.transport.bufferSize = READ_CHUNK_BYTES
         original_get = application_queue._get
 
         # asyncio.Queue.get()/get_nowait() take items through _get(): resume reading from there

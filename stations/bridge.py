@@ -93,7 +93,8 @@ class Bridge:
         # paho's defaults: 20 QoS>0 messages in flight and an unbounded queue (FACTS.md)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # a short ceiling: after a broker restart, stations should not wait half a minute
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         if will:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.on_connect = self._on_connect

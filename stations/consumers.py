@@ -21,6 +21,9 @@ from stations.session import Session
 
 log = logging.getLogger("ocppgw.consumer")
 
+THROTTLE_STRIKES = 10  # every 10th CALL refused in a row for rate, pause taking its frames
+THROTTLE_S = 0.5
+
 
 class OcppConsumer(AsyncWebsocketConsumer):
     session: Session | None = None
@@ -52,10 +55,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
         gw = self.gw = get_gateway()
         s = gw.settings
         self.cid = identity.cid_from_raw_path(self.scope.get("raw_path") or b"") or ""
-        logs.cid_var.set(self.cid[:48])  # this consumer's task: every later log line names it
         problem = identity.validate(self.cid)
         if problem:
             return await self._refuse(problem, self.cid[:48], log_it=False)
+        logs.cid_var.set(self.cid)  # this consumer's task: every later log line names it
         self.cid_key = identity.key(self.cid)
         if not gw.accepting:
             return await self._refuse("gateway not accepting: broker unavailable")
@@ -139,7 +142,12 @@ class OcppConsumer(AsyncWebsocketConsumer):
         limit = self.gw.settings.OCPPGW_MAX_FRAME_BYTES
         if len(text_data) * 4 > limit and len(text_data.encode()) > limit:
             return await self.close(code=1009)
-        self.session.on_text(text_data)
+        session = self.session
+        session.on_text(text_data)
+        if session.bucket.strikes and session.bucket.strikes % THROTTLE_STRIKES == 0:
+            # a station far over its rate: stop taking its frames for a moment, so Daphne stops
+            # reading its socket (ocppgw/wsprotocol.py) and it cannot starve the others
+            await asyncio.sleep(THROTTLE_S)
 
     async def disconnect(self, code):
         self.finish(f"closed ({code})")

@@ -253,9 +253,14 @@ class Gateway:
     def _presence_seen(self, topic: str, payload: bytes) -> None:
         try:
             event = orjson.loads(payload)
-            self.presence[identity.key(event["cid"])] = event
+            cid_key = identity.key(event["cid"])
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return
+        # only stations connected somewhere are kept: memory follows the live fleet
+        if event.get("status") == "connected":
+            self.presence[cid_key] = event
+        else:
+            self.presence.pop(cid_key, None)
 
     def _node_seen(self, topic: str, payload: bytes) -> None:
         try:
@@ -329,6 +334,10 @@ class Gateway:
             address, now
         ):
             return None, "too many failed attempts: try again in a minute"
+        # counted as failed before the check, so parallel attempts cannot all slip under the
+        # limit while their checks run; a success takes its attempt back
+        self.failures.record((cid_key, address), now)
+        self.address_failures.record(address, now)
         try:
             async with self.auth_slots:
                 credentials, reason = await sync_to_async(_check, thread_sensitive=False)(
@@ -341,9 +350,9 @@ class Gateway:
             log.warning("cannot check %s: database unavailable (%s)", cid_key, exc)
             return None, "database unavailable"
         if reason:
-            self.failures.record((cid_key, address), now)
-            self.address_failures.record(address, now)
             return None, reason
+        self.failures.clear((cid_key, address))
+        self.address_failures.undo(address)
         self.cache.put(password, credentials)
         return credentials, None
 

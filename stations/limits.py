@@ -4,12 +4,15 @@
 class TokenBucket:
     """`rate_per_s` tokens a second up to `burst`; rate 0 means unlimited."""
 
-    __slots__ = ("burst", "last", "rate", "strikes", "tokens")
+    __slots__ = ("burst", "last", "rate", "refused", "strikes", "tokens", "window_start")
+
+    WINDOW_S = 10.0
 
     def __init__(self, rate_per_s: float, burst: int, now: float):
         self.rate, self.burst = rate_per_s, burst
         self.tokens, self.last = float(burst), now
-        self.strikes = 0  # refusals since the last accepted CALL: persistent abuse closes 1008
+        self.strikes = 0  # refusals since the last accepted CALL: the consumer slows down
+        self.refused, self.window_start = 0, now  # refusals in the current 10 s window
 
     def take(self, now: float) -> bool:
         """Spend one token; False when the station is over its rate."""
@@ -22,7 +25,14 @@ class TokenBucket:
             self.strikes = 0
             return True
         self.strikes += 1
+        if now - self.window_start > self.WINDOW_S:
+            self.refused, self.window_start = 0, now
+        self.refused += 1
         return False
+
+    def abusive(self) -> bool:
+        """Persistent abuse: refused more CALLs within 10 s than a burst holds."""
+        return self.refused > self.burst
 
 
 class FailureCounter:
@@ -49,3 +59,9 @@ class FailureCounter:
 
     def clear(self, key) -> None:
         self._hits.pop(key, None)
+
+    def undo(self, key) -> None:
+        """Take back the newest attempt recorded for `key` (it succeeded)."""
+        hits = self._hits.get(key)
+        if hits:
+            hits.pop()

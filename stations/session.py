@@ -20,7 +20,6 @@ from stations.frames import CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, 
 log = logging.getLogger("ocppgw.session")
 
 RECENT_IDS = 256  # answered or expired CALL ids remembered, for [5] frames and late answers
-ABUSE_STRIKES = 50  # CALLs refused in a row for rate before the socket is closed (1008)
 # station CALLs awaiting the backend; bounds memory when the call timeout is off (0)
 MAX_PENDING_CP_CALLS = 1000
 
@@ -195,7 +194,7 @@ class Session:
     def _cp_call(self, frame: Frame, text: str) -> None:
         if not self.bucket.take(time.monotonic()):
             self._refuse_call(frame, text, "GenericError", "rate limit", "rate limit")
-            if self.bucket.strikes >= ABUSE_STRIKES:
+            if self.bucket.abusive():
                 self._close(1008)
             return
         if frame.id in self.cp_pending:

@@ -185,11 +185,6 @@ async def test_hostile_charge_point_ids_never_reach_a_topic(
     assert len(heartbeats) == len(ACCEPTED)
 
 
-@pytest.mark.xfail(
-    reason="ocppgw/routing.py: '.*' does not match a newline, so an id with %0A is unrouted: "
-    "HTTP 500 and a traceback instead of 403 (fix: re_path(r'(?s)^ocpp...'))",
-    strict=False,
-)
 async def test_control_characters_in_the_path_are_refused_with_403(gateway_factory):
     gw = gateway_factory({"OCPPGW_AUTH": "none"}, wait_ready=False)
     statuses = {path: await _raw_status(gw.port, path) for path in CONTROL_PATHS}

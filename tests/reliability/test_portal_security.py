@@ -39,10 +39,6 @@ PUBLIC = {"login", "logout"}
 PORTAL_NAMES = _portal_names()
 
 
-@pytest.mark.xfail(
-    reason="settings.py has no HSTS / SSL-redirect knobs yet: W004, W008 (see the report)",
-    strict=False,
-)
 def test_check_deploy_with_production_settings_has_no_warnings():
     env = {
         **os.environ,
@@ -50,6 +46,9 @@ def test_check_deploy_with_production_settings_has_no_warnings():
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
         "DJANGO_BEHIND_TLS_PROXY": "true",
         "DJANGO_ALLOWED_HOSTS": "gateway.example.com",
+        "DJANGO_SECURE_HSTS_SECONDS": "31536000",
+        "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+        "DJANGO_SECURE_HSTS_PRELOAD": "true",
     }
     result = subprocess.run(
         [PY, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
