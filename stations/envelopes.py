@@ -85,25 +85,25 @@ def downstream(raw: bytes) -> Frame:
     try:
         uid = _unique_id(body)
         if msg_type in (CALL, SEND):
-            action, payload = body.get("Action"), body.get("Payload", {})
+            action, payload = body.get("Action"), body.get("Payload")
             if not isinstance(action, str) or not action:
                 raise EnvelopeError("Action missing or not a string", uid)
             if not isinstance(payload, dict):
-                raise EnvelopeError("Payload is not a JSON object", uid, action)
+                raise EnvelopeError("Payload missing or not a JSON object", uid, action)
             return Frame(msg_type, uid, action=action, payload=payload)
         if msg_type == CALLRESULT:
-            payload = body.get("Payload", {})
+            payload = body.get("Payload")
             if not isinstance(payload, dict):
-                raise EnvelopeError("Payload is not a JSON object", uid)
+                raise EnvelopeError("Payload missing or not a JSON object", uid)
             return Frame(CALLRESULT, uid, payload=payload)
         if msg_type in (CALLERROR, CALLRESULTERROR):
-            code, desc = body.get("ErrorCode"), body.get("ErrorDescription", "")
+            code, desc = body.get("ErrorCode"), body.get("ErrorDescription")
             details = body.get("ErrorDetails") or {}
             if not isinstance(code, str) or not code:
                 raise EnvelopeError("ErrorCode missing or not a string", uid)
             if not isinstance(desc, str) or not isinstance(details, dict):
                 raise EnvelopeError(
-                    "ErrorDescription must be a string, ErrorDetails an object", uid
+                    "ErrorDescription missing or not a string, or ErrorDetails not an object", uid
                 )
             return Frame(msg_type, uid, code=code, description=desc, details=details)
         raise EnvelopeError(f"MessageTypeId must be 2, 3, 4, 5 or 6, got {msg_type!r}", uid)
