@@ -415,7 +415,15 @@ class Session:
     def pump(self) -> None:
         """Send the next queued backend CALL if none is outstanding."""
         if self.inflight is None and self.queue and not self.closed:
-            call = self.inflight = self.queue.popleft()
+            call = self.queue[0]
+            left_s = call.timer.when() - self.loop.time() if call.timer else None
+            if left_s is not None and left_s < min(1.0, self.call_timeout / 10):
+                # too little time left to be answered: never send it (a Reset would still run
+                # while the backend is told "timeout"); it times out now, the next one goes
+                call.timer.cancel()
+                self._backend_call_expired(call)
+                return
+            self.inflight = self.queue.popleft()
             self.send(
                 frames.encode(call.frame), CALL, call.frame.id, call.action, logged=call.logged
             )

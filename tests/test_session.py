@@ -131,6 +131,17 @@ async def test_unanswered_backend_call_times_out_and_the_next_one_goes(make_sess
     assert session.inflight.frame.id == "b1"
 
 
+async def test_queued_call_with_almost_no_time_left_is_never_sent(make_session):
+    session, gw, sent = make_session()
+    backend(session, reset("b0"))
+    await asyncio.sleep(TIMEOUT_S * 0.02)
+    backend(session, reset("b1"))  # b0's timeout frees the station when b1 has ~2% left
+    await asyncio.sleep(TIMEOUT_S * 1.1)
+    assert [f[1] for f in sent] == ["b0"]
+    errors = {e["UniqueId"]: e["ErrorDetails"]["reason"] for e in gw.on("error")}
+    assert errors == {"b0": "timeout", "b1": "timeout"}
+
+
 async def test_station_call_unanswered_by_the_backend_gets_internal_error(make_session):
     session, gw, sent = make_session()
     session.on_text('[2, "c1", "Heartbeat", {}]')
