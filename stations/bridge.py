@@ -71,6 +71,7 @@ class Bridge:
         self.disconnected_since = time.monotonic()
         self.dropped = 0
         self._buffer: collections.deque[Pending] = collections.deque()
+        self._unacked: dict[int, Pending] = {}  # mid -> sent, not yet acknowledged (QoS > 0)
         self._lock = threading.Lock()
         self._filters: dict[str, int] = {}  # filter -> subscription identifier
         self._online = online  # (topic, payload) published retained on every connect
@@ -100,6 +101,7 @@ class Bridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -140,9 +142,39 @@ class Bridge:
 
     def _send(self, item: Pending) -> None:
         item.sent = True
-        self.client.publish(
+        info = self.client.publish(
             item.topic, item.payload, qos=item.qos, retain=item.retain, properties=item.properties
         )
+        if item.qos:
+            self._unacked[info.mid] = item
+            # acknowledged before we wrote it down (is_published() raises on an error rc, such
+            # as NO_CONN while the loss of the broker is not yet noticed: paho keeps it then)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():
+                self._unacked.pop(info.mid, None)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        # PUBACK (QoS 1) or PUBCOMP (QoS 2): the broker has it; paho's thread, no lock needed
+        self._unacked.pop(mid, None)
+
+    def _reclaim(self) -> None:
+        """On the loop, after losing the broker: take back what it never acknowledged.
+
+        paho would re-send those after reconnecting, but only after our buffer has drained (per
+        station order breaks) and not always (seen lost when the broker shut down mid-flight).
+        Back at the head of our buffer they go first, in order, and a CALL whose timeout runs
+        out can still withdraw its frame. paho's own copies are removed (pinned paho 2.2).
+        """
+        if self.client.is_connected() or not self._unacked:
+            return
+        with self._lock:
+            items = list(self._unacked.items())
+            self._unacked.clear()
+            with self.client._out_message_mutex:
+                for mid, _ in items:
+                    self.client._out_messages.pop(mid, None)
+            for _, item in reversed(items):
+                item.sent = False
+                self._buffer.appendleft(item)
 
     def buffered(self) -> int:
         return len(self._buffer)
@@ -213,6 +245,7 @@ class Bridge:
             log.warning(
                 "lost the broker (%s); buffering up to %d messages", reason_code, self.buffer_len
             )
+            self.loop.call_soon_threadsafe(self._reclaim)
             self.loop.call_soon_threadsafe(self._state, False)
 
     def _on_message(self, client, userdata, message):

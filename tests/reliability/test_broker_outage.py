@@ -77,6 +77,14 @@ class Ledger:
                 gw, "SELECT unique_id FROM stations_messagelog WHERE outcome = 'dropped'"
             )
         }
+        # what the gateway read from the stations; a frame written as the gateway closed the
+        # socket (1013) may never have been read, so it was never accepted
+        self.accepted = {
+            uid
+            for (uid,) in sqlite_rows(
+                gw, "SELECT unique_id FROM stations_messagelog WHERE direction = 'in'"
+            )
+        }
 
     def figures(self) -> dict:
         sent = sum(len(ids) for ids in self.sent.values())
@@ -122,8 +130,9 @@ class Ledger:
                     assert was_published, f"{uid}: answered by a backend that never saw it"
                 elif uid not in self.dropped:
                     # no answer at all: only a socket closed by the gateway (1013) may do that,
-                    # and then the CALL still reaches the backend after the outage
-                    assert cid in closed and was_published, f"{uid} unaccounted for"
+                    # and then an accepted CALL still reaches the backend after the outage
+                    assert cid in closed, f"{uid} unaccounted for"
+                    assert was_published or uid not in self.accepted, f"{uid} accepted, lost"
 
 
 async def _readyz(gw):
