@@ -208,12 +208,6 @@ class Bridge:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
-        by_id: dict[int, list[str]] = collections.defaultdict(list)
-        for topic_filter, sub_id in list(self._filters.items()):
-            by_id[sub_id].append(topic_filter)
-        for sub_id, filters in by_id.items():
-            for i in range(0, len(filters), SUBSCRIBE_BATCH):
-                self._subscribe_batch(filters[i : i + SUBSCRIBE_BATCH], sub_id)
         if self._online:
             client.publish(self._online[0], self._online[1], qos=1, retain=True)
         # paho re-sends the PUBLISHes that were in flight when the broker went away only after
@@ -224,6 +218,14 @@ class Bridge:
         """On the loop, after paho's re-sends: publish the buffer in order, then go live."""
         if not self.client.is_connected():
             return  # lost again already: the next connect drains
+        # subscribe here, on the loop where subscribe() runs: a station registering between a
+        # snapshot taken on paho's thread and `connected` turning true would lose its filter
+        by_id: dict[int, list[str]] = collections.defaultdict(list)
+        for topic_filter, sub_id in self._filters.items():
+            by_id[sub_id].append(topic_filter)
+        for sub_id, filters in by_id.items():
+            for i in range(0, len(filters), SUBSCRIBE_BATCH):
+                self._subscribe_batch(filters[i : i + SUBSCRIBE_BATCH], sub_id)
         with self._lock:
             # drain in order before new publishes may bypass the buffer
             while self._buffer:
