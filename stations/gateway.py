@@ -334,25 +334,27 @@ class Gateway:
             address, now
         ):
             return None, "too many failed attempts: try again in a minute"
-        # counted as failed before the check, so parallel attempts cannot all slip under the
-        # limit while their checks run; a success takes its attempt back
+        # counted as failed before the check, so parallel guesses at one station cannot all slip
+        # under its limit while their checks run; a success takes its attempt back. The
+        # per-address count records only real failures: a reconnect storm of many stations from
+        # one address (NAT, a restart) must not refuse itself
         self.failures.record((cid_key, address), now)
-        self.address_failures.record(address, now)
         try:
             async with self.auth_slots:
                 credentials, reason = await sync_to_async(_check, thread_sensitive=False)(
                     cid_key, password
                 )
         except (DatabaseError, InterfaceError) as exc:
+            self.failures.undo((cid_key, address))  # not the station's failure
             stale = self.cache.get(cid_key, password, stale_ok=True)
             if stale is not None:
                 return stale, None  # stale-if-error: the database is away, this was verified
             log.warning("cannot check %s: database unavailable (%s)", cid_key, exc)
             return None, "database unavailable"
         if reason:
+            self.address_failures.record(address, now)
             return None, reason
         self.failures.clear((cid_key, address))
-        self.address_failures.undo(address)
         self.cache.put(password, credentials)
         return credentials, None
 
