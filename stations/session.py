@@ -357,8 +357,22 @@ class Session:
     def on_downstream(self, raw: bytes, props) -> None:
         """Handle one backend message addressed to this station."""
         logs.cid_var.set(self.cid)  # runs in the bridge callback's own context copy
+        frame = self._read_envelope(raw)
+        if frame is None:
+            return
+        if frame.type == CALL:
+            self._backend_call(frame, raw, props)
+        elif frame.type == SEND:
+            self._backend_send(frame, raw)
+        elif frame.type in (CALLRESULT, CALLERROR):
+            self._backend_answer(frame, raw)
+        else:
+            self._backend_result_error(frame, raw)
+
+    def _read_envelope(self, raw: bytes) -> Frame | None:
+        """The backend's envelope as a frame; an unreadable one becomes a notice (None)."""
         try:
-            frame = envelopes.downstream(raw)
+            return envelopes.downstream(raw)
         except envelopes.EnvelopeError as exc:
             self.log("gw", None, exc.unique_id, exc.action, raw, "rejected", exc.why)
             self._gateway_error(
@@ -370,15 +384,7 @@ class Session:
                 notice=True,
                 extra={"message": envelopes.excerpt(raw)},
             )
-            return
-        if frame.type == CALL:
-            self._backend_call(frame, raw, props)
-        elif frame.type == SEND:
-            self._backend_send(frame, raw)
-        elif frame.type in (CALLRESULT, CALLERROR):
-            self._backend_answer(frame, raw)
-        else:
-            self._backend_result_error(frame, raw)
+            return None
 
     def _backend_call(self, frame: Frame, raw: bytes, props) -> None:
         call = BackendCall(frame, props, self.version)
@@ -556,18 +562,8 @@ class OfflineStation(Session):
         self.station_id, self.version = None, ""
 
     def on_downstream(self, raw: bytes, props) -> None:
-        try:
-            frame = envelopes.downstream(raw)
-        except envelopes.EnvelopeError as exc:
-            self._gateway_error(
-                exc.unique_id,
-                exc.action,
-                "FormatViolation",
-                exc.why,
-                "invalid",
-                notice=True,
-                extra={"message": envelopes.excerpt(raw)},
-            )
+        frame = self._read_envelope(raw)
+        if frame is None:
             return
         is_call = frame.type == CALL
         self._gateway_error(
