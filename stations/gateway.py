@@ -209,17 +209,19 @@ class Gateway:
         elif NODES_SUB_ID in sub_ids:
             self._node_seen(topic, payload)
 
-    def _cid_key_of(self, topic: str, matcher) -> str | None:
-        match = matcher.match(topic)
+    def _cid_of(self, topic: str) -> str | None:
+        """The station a downstream topic addresses (as written in the topic), or None."""
+        match = self._matcher.match(topic)
         if match is None and self.rules.has_station_rules:
             for template in self.rules.station_templates("downstream"):
                 match = topics.downstream_matcher(template).match(topic)
                 if match:
                     break
-        return identity.key(topics.unescape_cid(match.group("cid"))) if match else None
+        return topics.unescape_cid(match.group("cid")) if match else None
 
     def _route(self, topic, payload, props) -> bool:
-        cid_key = self._cid_key_of(topic, self._matcher)
+        cid = self._cid_of(topic)
+        cid_key = identity.key(cid) if cid else None
         consumer = self.sessions.get(cid_key) if cid_key else None
         if consumer is None:
             return False
@@ -227,27 +229,25 @@ class Gateway:
         return True
 
     def _watch(self, topic, payload, props) -> None:
-        cid_key = self._cid_key_of(topic, self._matcher)
-        if cid_key is None or cid_key in self.sessions or self._online_elsewhere(cid_key):
+        cid = self._cid_of(topic)
+        if cid is None:
             return
-        self.loop.call_later(
-            OFFLINE_GRACE_S, self._offline_if_still, cid_key, topic, payload, props
-        )
+        cid_key = identity.key(cid)
+        if cid_key in self.sessions or self._online_elsewhere(cid_key):
+            return
+        self.loop.call_later(OFFLINE_GRACE_S, self._offline_if_still, cid, payload, props)
 
     def _online_elsewhere(self, cid_key: str) -> bool:
         event = self.presence.get(cid_key)
         return bool(event and event.get("status") == "connected")
 
-    def _offline_if_still(self, cid_key, topic, payload, props) -> None:
-        if cid_key in self.sessions or self._online_elsewhere(cid_key):
-            return
-        self.answer_offline(cid_key, topic, payload, props)
-
-    def answer_offline(self, cid_key, topic, payload, props) -> None:
+    def _offline_if_still(self, cid, payload, props) -> None:
         """A backend message for a station no gateway process holds: say so, never stay silent."""
         from stations.session import OfflineStation
 
-        cid = topics.unescape_cid(self._matcher.match(topic).group("cid"))
+        cid_key = identity.key(cid)
+        if cid_key in self.sessions or self._online_elsewhere(cid_key):
+            return
         OfflineStation(self, cid, cid_key).on_downstream(payload, props)
 
     def _presence_seen(self, topic: str, payload: bytes) -> None:
