@@ -70,6 +70,22 @@ class StationForm(forms.ModelForm):
         return cid
 
 
+# written by the gateway, shown read-only
+PRESENCE_FIELDS = [
+    "ocpp_version",
+    "connection_id",
+    "node",
+    "connected_at",
+    "disconnected_at",
+    "last_frame_at",
+    "frames_in",
+    "frames_out",
+    "last_refused_at",
+    "last_refused_reason",
+    "created_at",
+]
+
+
 @admin.register(Station)
 class StationAdmin(admin.ModelAdmin):
     form = StationForm
@@ -86,22 +102,7 @@ class StationAdmin(admin.ModelAdmin):
     list_select_related = False  # no FK column: the station's own row has everything shown
     list_filter = ["enabled", "security_profile", "ocpp_version"]
     search_fields = ["cid_key"]
-    readonly_fields = [
-        "user",
-        "portal_link",
-        "ocpp_version",
-        "connection_id",
-        "node",
-        "connected_at",
-        "disconnected_at",
-        "last_frame_at",
-        "frames_in",
-        "frames_out",
-        "last_refused_at",
-        "last_refused_reason",
-        "credentials_changed_at",
-        "created_at",
-    ]
+    readonly_fields = ["user", "portal_link", "credentials_changed_at", *PRESENCE_FIELDS]
     fieldsets = [
         (None, {"fields": ["cid", "enabled", "security_profile", "portal_link"]}),
         ("Credentials", {"fields": ["new_password", "user", "credentials_changed_at"]}),
@@ -109,19 +110,7 @@ class StationAdmin(admin.ModelAdmin):
             "Presence and traffic (written by the gateway)",
             {
                 "classes": ["collapse"],
-                "fields": [
-                    "ocpp_version",
-                    "connection_id",
-                    "node",
-                    "connected_at",
-                    "disconnected_at",
-                    "last_frame_at",
-                    "frames_in",
-                    "frames_out",
-                    "last_refused_at",
-                    "last_refused_reason",
-                    "created_at",
-                ],
+                "fields": PRESENCE_FIELDS,
             },
         ),
     ]

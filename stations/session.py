@@ -135,6 +135,23 @@ class Session:
         if call is not None and call.response_topic:
             self.gw.respond(call.response_topic, call.correlation, body)
 
+    def _reject_invalid(
+        self, direction, frame_type, unique_id, action, raw, violation, *, call=None
+    ):
+        """Log a frame that failed its schema and tell the backend, naming the path and rule:
+        on the error topic when it answers the backend's own `call`, else as a notice."""
+        self.log(direction, frame_type, unique_id, action, raw, "rejected", violation.description)
+        self._gateway_error(
+            unique_id,
+            action,
+            violation.code,
+            violation.description,
+            "invalid",
+            call=call,
+            notice=call is None,
+            extra={"path": violation.path, "rule": violation.rule},
+        )
+
     def _check(self, direction, action, kind, payload):
         """A schema violation that must stop the frame, or None (logged-only violations pass)."""
         violation = self.gw.check(direction, self.version, action, kind, payload)
@@ -273,18 +290,7 @@ class Session:
         violation = self._check("upstream", call.action, "result", frame.payload)
         self._finish_inflight()
         if violation:
-            self.log(
-                "in", CALLRESULT, frame.id, call.action, text, "rejected", violation.description
-            )
-            self._gateway_error(
-                frame.id,
-                call.action,
-                violation.code,
-                violation.description,
-                "invalid",
-                notice=True,
-                extra={"path": violation.path, "rule": violation.rule},
-            )
+            self._reject_invalid("in", CALLRESULT, frame.id, call.action, text, violation)
             if self.version == "2.1":  # 2.1 §4.2.4: the caller answers an invalid result
                 self.send(
                     frames.encode(
@@ -391,16 +397,7 @@ class Session:
         raw = call.logged or raw
         violation = self._check("downstream", frame.action, "call", frame.payload)
         if violation:
-            self.log("gw", CALL, frame.id, frame.action, raw, "rejected", violation.description)
-            self._gateway_error(
-                frame.id,
-                frame.action,
-                violation.code,
-                violation.description,
-                "invalid",
-                call=call,
-                extra={"path": violation.path, "rule": violation.rule},
-            )
+            self._reject_invalid("gw", CALL, frame.id, frame.action, raw, violation, call=call)
             return
         if len(self.queue) >= self.queue_len:
             self.log("gw", CALL, frame.id, frame.action, raw, "rejected", "queue full")
@@ -460,15 +457,7 @@ class Session:
             return
         violation = self._check("downstream", frame.action, "send", frame.payload)
         if violation:
-            self.log("gw", SEND, frame.id, frame.action, raw, "rejected", violation.description)
-            self._gateway_error(
-                frame.id,
-                frame.action,
-                violation.code,
-                violation.description,
-                "invalid",
-                notice=True,
-            )
+            self._reject_invalid("gw", SEND, frame.id, frame.action, raw, violation)
             return
         self.send(frames.encode(frame), SEND, frame.id, frame.action)
 
@@ -491,16 +480,7 @@ class Session:
         if frame.type == CALLRESULT:
             violation = self._check("downstream", action, "result", frame.payload)
             if violation:
-                self.log("gw", CALLRESULT, frame.id, action, raw, "rejected", violation.description)
-                self._gateway_error(
-                    frame.id,
-                    action,
-                    violation.code,
-                    violation.description,
-                    "invalid",
-                    notice=True,
-                    extra={"path": violation.path, "rule": violation.rule},
-                )
+                self._reject_invalid("gw", CALLRESULT, frame.id, action, raw, violation)
                 self.send(
                     frames.call_error(
                         frame.id, "InternalError", "the backend's answer failed validation"
