@@ -44,6 +44,7 @@ class Writer:
         self.failures = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self._counters_at = 0.0
 
     # --- called on the frame path (never waits) ------------------------------------------------
@@ -117,7 +118,7 @@ class Writer:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.flush_s)
             except TimeoutError:
@@ -158,9 +159,15 @@ class Writer:
         return bool(self.counters) and time.monotonic() - self._counters_at >= COUNTERS_EVERY_S
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            self._task = None
+        """Let a write in progress finish, then write what is left.
+
+        Cancelling the task mid-write lost its batch: the thread's transaction was cut by the
+        process exit, and the cancelled await never put the rows back."""
+        task, self._task = self._task, None
+        if task:
+            self._stopping = True
+            self._wake.set()
+            await task
         await self.flush()
 
 
