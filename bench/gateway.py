@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "manage.py"
 RUNGATEWAY = ROOT / "stations" / "management" / "commands" / "rungateway.py"
 PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432"
-PG_DB = "ocppgw_bench_run"  # msglog_pages.py uses ocppgw_bench
+# msglog_pages.py uses ocppgw_bench; BENCH_PG_DB lets two benchmarks share one PostgreSQL
+PG_DB = os.environ.get("BENCH_PG_DB", "ocppgw_bench_run")
 
 # PERFORMANCE.md: bare has no rate limit, no call timeout and no validation switch, so the
 # gateway runs with its rate limit and upstream call timeout off, validation and message log on.

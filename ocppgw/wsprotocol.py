@@ -1,14 +1,20 @@
 """Daphne WebSocket fixes: backpressure, every close code OCPP needs, and the close reason.
 
-Backpressure: stop reading a socket while its consumer is behind.
+Backpressure: stop reading a socket while its consumer is behind, or while the station is not
+reading what we send it.
 
 Daphne hands every frame to the application's asyncio.Queue without a bound, so a station (or
 a thousand) sending faster than the gateway can process grows memory without limit and starves
 the event loop with reads. Here a connection stops reading (TCP pushes back on the sender) when
-HIGH frames wait, and resumes when its consumer has taken the queue down to LOW.
+HIGH frames wait, and resumes when its consumer has taken the queue down to LOW. Likewise a
+flooding station that does not read its answers (CALLERRORs, "rate limit") would pile them up
+in Twisted's write buffer: the protocol is registered as the transport's producer, so a full
+write buffer also stops reading until the station has taken its answers.
 """
 
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 HIGH_FRAMES = 32
 LOW_FRAMES = 4
@@ -17,23 +23,62 @@ LOW_FRAMES = 4
 READ_CHUNK_BYTES = 4096
 
 
+@implementer(IPushProducer)
+class _UnreadAnswers:
+    """Twisted calls this when the write buffer passes bufferSize, and again once it drained."""
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    def pauseProducing(self):
+        self.protocol.pause_reading("unread")
+
+    def resumeProducing(self):
+        self.protocol.resume_reading("unread")
+
+    def stopProducing(self):
+        pass
+
+
 class BackpressureWebSocketProtocol(WebSocketProtocol):
-    _paused = False
+    _paused_by: frozenset = frozenset()  # "queue" (consumer behind), "unread" (write buffer)
 
     def applicationCreateWorked(self, application_queue):
         super().applicationCreateWorked(application_queue)
+        # also the write-buffer mark at which the producer is paused
         self.transport.bufferSize = READ_CHUNK_BYTES
+        # the HTTP channel that handed the socket over stays registered, but never pauses an
+        # upgraded connection (it is "handling a request" for good): take its place
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
+        self.transport.registerProducer(_UnreadAnswers(self), True)
         original_get = application_queue._get
 
         # asyncio.Queue.get()/get_nowait() take items through _get(): resume reading from there
         def get():
             item = original_get()
-            if self._paused and application_queue.qsize() <= LOW_FRAMES:
-                self._paused = False
-                self.transport.resumeProducing()
+            if "queue" in self._paused_by and application_queue.qsize() <= LOW_FRAMES:
+                self.resume_reading("queue")
             return item
 
         application_queue._get = get
+
+    def pause_reading(self, why: str) -> None:
+        if not self._paused_by:
+            self.transport.pauseProducing()
+        self._paused_by |= {why}
+
+    def resume_reading(self, why: str) -> None:
+        if why in self._paused_by:
+            self._paused_by -= {why}
+            if not self._paused_by:
+                self.transport.resumeProducing()
+
+    def _closeConnection(self, abort=False):
+        # with a producer registered, Twisted keeps a closing socket open once its buffer drains
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
+        super()._closeConnection(abort)
 
     def handle_reply(self, message):
         # Daphne drops the ASGI close reason; stations and tests rely on it ("replaced by ...")
@@ -57,9 +102,8 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
     def onMessage(self, payload, isBinary):
         super().onMessage(payload, isBinary)
         queue = getattr(self, "application_queue", None)
-        if not self._paused and queue is not None and queue.qsize() >= HIGH_FRAMES:
-            self._paused = True
-            self.transport.pauseProducing()
+        if queue is not None and queue.qsize() >= HIGH_FRAMES and "queue" not in self._paused_by:
+            self.pause_reading("queue")
 
 
 def install() -> None:

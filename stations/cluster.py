@@ -15,6 +15,7 @@ log = logging.getLogger("ocppgw.cluster")
 
 CHANNEL = "ocppgw:control"
 RETRY_S = 2.0
+POOL_SIZE = 20  # Redis connections per process for claims and kicks (the listener has its own)
 
 
 class Cluster:
@@ -60,9 +61,17 @@ class Cluster:
             return
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(
-            self.url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=10
+        # a reconnect storm publishes thousands of claims at once: wait for one of a few
+        # connections (redis-py's default pool refuses past 100 with "Too many connections")
+        pool = redis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=POOL_SIZE,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+            health_check_interval=10,
         )
+        self._redis = redis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:

@@ -17,7 +17,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from ocppgw import logs
 from stations import auth, identity, metrics, proxy
 from stations.gateway import get_gateway
-from stations.session import Session
+from stations.session import UNACKED_HIGH, Session
 
 log = logging.getLogger("ocppgw.consumer")
 
@@ -148,6 +148,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
             # a station far over its rate: stop taking its frames for a moment, so Daphne stops
             # reading its socket (ocppgw/wsprotocol.py) and it cannot starve the others
             await asyncio.sleep(THROTTLE_S)
+        if session.unacked >= UNACKED_HIGH:
+            await session.broker_caught_up()  # the same pushback, from the broker side
 
     async def disconnect(self, code):
         self.finish(f"closed ({code})")

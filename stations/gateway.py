@@ -417,7 +417,7 @@ class Gateway:
         await self.cluster.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.to_thread(self.bridge.stop, (self._node_topic, self._node_status("offline")))
+        await self.bridge.stop((self._node_topic, self._node_status("offline")))
 
 
 def _iso_now() -> str:

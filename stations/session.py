@@ -22,6 +22,10 @@ log = logging.getLogger("ocppgw.session")
 RECENT_IDS = 256  # answered or expired CALL ids remembered, for [5] frames and late answers
 # station CALLs awaiting the backend; bounds memory when the call timeout is off (0)
 MAX_PENDING_CP_CALLS = 1000
+# a station with this many frames not yet acknowledged by the broker is not read until it is
+# down to LOW: a station (or a thousand) sending past what the broker path takes cannot pile
+# messages up in memory, and well-behaved stations (one outstanding CALL) never wait
+UNACKED_HIGH, UNACKED_LOW = 16, 8
 
 
 class _Recent(collections.OrderedDict):
@@ -79,6 +83,8 @@ class Session:
         self.backend_answered, self.backend_expired = _Recent(), _Recent()
         self.closed = False
         self.last_rx = time.monotonic()  # for OCPPGW_IDLE_TIMEOUT_S
+        self.unacked = 0  # this station's frames published, not yet acknowledged by the broker
+        self._acked_enough: asyncio.Event | None = None
 
     # --- helpers ---------------------------------------------------------------------------------
     def send(self, text, frame_type, unique_id, action, outcome="sent", reason="", logged=None):
@@ -107,6 +113,9 @@ class Session:
     def _publish(self, direction, frame: Frame, action, raw_in, *, late=False, call=None):
         body = envelopes.upstream(frame, action, late=late)
         pending, topic = self.gw.publish(direction, self, action, frame, body)
+        if pending is not None and pending.qos:
+            self.unacked += 1
+            pending.done = self._acked
         metrics.published(pending, self.last_rx)
         self.log(
             "in",
@@ -121,6 +130,19 @@ class Session:
         if call is not None and call.response_topic:
             self.gw.respond(call.response_topic, call.correlation, body)
         return pending
+
+    def _acked(self) -> None:
+        self.unacked -= 1
+        if self._acked_enough is not None and self.unacked <= UNACKED_LOW:
+            self._acked_enough.set()
+            self._acked_enough = None
+
+    async def broker_caught_up(self) -> None:
+        """Wait until the broker has taken most of this station's frames (see UNACKED_HIGH)."""
+        if self.unacked >= UNACKED_HIGH:
+            if self._acked_enough is None:
+                self._acked_enough = asyncio.Event()
+            await self._acked_enough.wait()
 
     def _gateway_error(
         self, unique_id, action, code, description, reason, *, call=None, notice=False, extra=None

@@ -551,9 +551,13 @@ async def test_newest_connection_of_a_cid_replaces_the_older_one(
     assert second["status"] == "connected"
     await old.disconnect()
     await asyncio.sleep(0.3)
-    # the replaced socket never marks the live station offline
-    statuses = [b["status"] for _, b in probe.snapshot(f"ocpp/presence/{cid}")]
-    assert statuses == ["connected", "connected"]
+    # the replaced socket never marks the live station offline (a presence buffered before the
+    # gateway's broker session was up is published again on connect: same connection, no harm)
+    seen = [(b["connection"], b["status"]) for _, b in probe.snapshot(f"ocpp/presence/{cid}")]
+    assert list(dict.fromkeys(seen)) == [
+        (first["connection"], "connected"),
+        (second["connection"], "connected"),
+    ]
     await new.disconnect()
 
 
