@@ -91,11 +91,12 @@ class Command(BaseCommand):
 
     # --- one gateway process ---------------------------------------------------------------------
     def _serve(self, host, port, admin_port, fd, admin_fd):
-        from daphne.server import Server  # installs the asyncio reactor: import it first
+        import daphne.server  # noqa: F401  installs the asyncio reactor: import it first
         from twisted.internet import reactor, task
 
         from ocppgw import wsprotocol
         from ocppgw.asgi import application
+        from ocppgw.server import GatewayServer
 
         wsprotocol.install()
         settings.OCPPGW_ADMIN_PORT = admin_port  # the ASGI port split (ocppgw/asgi.py) reads it
@@ -111,7 +112,7 @@ class Command(BaseCommand):
                     f"tcp:port={admin_port}:interface={interface}:backlog={ADMIN_BACKLOG}"
                 )
         stopper = GracefulStop()
-        server = Server(
+        server = GatewayServer(
             application=application,
             endpoints=endpoints,
             signal_handlers=False,  # SIGTERM/SIGINT are handled by GracefulStop
