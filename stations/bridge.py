@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -30,7 +31,8 @@ log = logging.getLogger("ocppgw.bridge")
 
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 5.0  # stations should not wait half a minute
 KEEPALIVE_S = 30
-SUBSCRIBE_BATCH = 200  # filters per SUBSCRIBE packet when re-subscribing thousands of stations
+SUBSCRIBE_BATCH = 200
+READ_BATCH = 100  # packets read per wake-up at most: other sockets get their turn  # filters per SUBSCRIBE packet when re-subscribing thousands of stations
 ROUTED_SUB_ID, WATCH_SUB_ID = 1, 2  # MQTT 5 subscription identifiers: which filter matched
 
 
@@ -93,7 +95,7 @@ class Bridge:
         self._buffer: collections.deque[Pending] = collections.deque()
         self._unacked: dict[int, Pending] = {}  # mid -> sent, not yet acknowledged (QoS > 0)
         self._lock = threading.Lock()
-        self._filters: dict[str, int] = {}  # filter -> subscription identifier
+        self._filters: dict[str, tuple[int, int]] = {}  # filter -> (subscription id, QoS)
         self._online = online  # (topic, payload) published retained on every connect
         self._tasks: list[asyncio.Task] = []
         self._lost = asyncio.Event()  # the socket closed: the supervisor reconnects
@@ -230,11 +232,23 @@ class Bridge:
             self._fd = None
 
     def _read(self) -> None:
-        self.client.loop_read()
-        sock = self.client.socket()
-        # TLS may hold decrypted bytes the selector cannot see: read them now, not at the next packet
-        if sock is not None and hasattr(sock, "pending") and sock.pending():
-            self.loop.call_soon(self._read)
+        # paho reads one packet per loop_read while little is in flight: keep reading while bytes
+        # wait, or a burst (retained messages at subscribe) trickles in one per loop iteration
+        # while the broker's in-flight window for us stays full
+        for _ in range(READ_BATCH):
+            self.client.loop_read()
+            sock = self.client.socket()
+            if sock is None:
+                return
+            if hasattr(sock, "pending"):  # TLS: decrypted bytes the selector cannot see
+                if sock.pending():
+                    continue
+                return
+            try:
+                if not sock.recv(1, socket.MSG_PEEK):
+                    return  # EOF: the next loop_read notices
+            except OSError:  # BlockingIOError: nothing waiting
+                return
 
     def _closed(self) -> None:
         self._unwatch()
@@ -325,21 +339,22 @@ class Bridge:
         return props
 
     # --- subscriptions ---------------------------------------------------------------------------
-    def subscribe(self, topic_filter: str, sub_id: int = ROUTED_SUB_ID) -> None:
-        self._filters[topic_filter] = sub_id
+    def subscribe(self, topic_filter: str, sub_id: int = ROUTED_SUB_ID, qos=None) -> None:
+        """Subscribe now and after every reconnect; `qos` defaults to the bridge's QoS."""
+        key = self._filters[topic_filter] = (sub_id, self.qos if qos is None else qos)
         if self.connected:
-            self._subscribe_batch([topic_filter], sub_id)
+            self._subscribe_batch([topic_filter], *key)
 
     def unsubscribe(self, topic_filter: str) -> None:
         if self._filters.pop(topic_filter, None) is not None and self.connected:
             self.client.unsubscribe(topic_filter)
 
-    def _subscribe_batch(self, filters, sub_id) -> None:
+    def _subscribe_batch(self, filters, sub_id, qos) -> None:
         props = None
         if self.v5:
             props = Properties(PacketTypes.SUBSCRIBE)
             props.SubscriptionIdentifier = sub_id
-        self.client.subscribe([(f, self.qos) for f in filters], properties=props)
+        self.client.subscribe([(f, qos) for f in filters], properties=props)
 
     # --- paho callbacks (on the loop) ------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -359,12 +374,12 @@ class Bridge:
             return  # lost again already: the next connect drains
         # subscribe here, on the loop where subscribe() runs: a station registering between a
         # snapshot taken on paho's thread and `connected` turning true would lose its filter
-        by_id: dict[int, list[str]] = collections.defaultdict(list)
-        for topic_filter, sub_id in self._filters.items():
-            by_id[sub_id].append(topic_filter)
-        for sub_id, filters in by_id.items():
+        by_key: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
+        for topic_filter, key in self._filters.items():
+            by_key[key].append(topic_filter)
+        for key, filters in by_key.items():
             for i in range(0, len(filters), SUBSCRIBE_BATCH):
-                self._subscribe_batch(filters[i : i + SUBSCRIBE_BATCH], sub_id)
+                self._subscribe_batch(filters[i : i + SUBSCRIBE_BATCH], *key)
         with self._lock:
             # drain in order before new publishes may bypass the buffer
             while self._buffer:

@@ -6,6 +6,7 @@ Daphne answer HTTP 403 (it cannot send 401).
 
 import asyncio
 import datetime
+import functools
 import logging
 import secrets
 
@@ -28,6 +29,7 @@ THROTTLE_S = 0.5
 class OcppConsumer(AsyncWebsocketConsumer):
     session: Session | None = None
     finished = False
+    abusive = False  # closed 1008: its later frames are dropped unread
 
     async def __call__(self, scope, receive, send):
         # A plain receive loop instead of Channels' await_many_dispatch, which creates a task and
@@ -143,6 +145,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if len(text_data) * 4 > limit and len(text_data.encode()) > limit:
             return await self.close(code=1009)
         session = self.session
+        if self.abusive:
+            return  # closed for abuse: what it sent meanwhile is not taken (nor logged: cheap)
         session.on_text(text_data)
         if session.bucket.strikes and session.bucket.strikes % THROTTLE_STRIKES == 0:
             # a station far over its rate: stop taking its frames for a moment, so Daphne stops
@@ -194,10 +198,32 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._close_soon(code, reason[:120])
 
     def _send_text(self, text: str) -> None:
-        asyncio.get_running_loop().create_task(self._quietly(self.send(text_data=text)))
+        self._send_now({"type": "websocket.send", "text": text})
 
     def _close_soon(self, code: int, reason: str | None = None) -> None:
-        asyncio.get_running_loop().create_task(self._quietly(self.close(code=code, reason=reason)))
+        if code == 1008:
+            self.abusive = True
+        message = {"type": "websocket.close", "code": code}
+        if reason:
+            message["reason"] = reason
+        self._send_now(message)
+
+    def _send_now(self, message: dict) -> None:
+        """Hand a message to the socket without awaiting (the session's callers are not async)."""
+        send = self.base_send
+        if isinstance(send, functools.partial) and send.func.__name__ == "handle_reply":
+            # Daphne's ASGI send is a coroutine that only calls the Twisted protocol: call it
+            # here, as Daphne would, rather than a task per frame (~4 objects and a loop step)
+            server, protocol = send.func.__self__, send.args[0]
+            state = server.connections.get(protocol)
+            if state is None or state.get("disconnected"):
+                return
+            try:
+                protocol.handle_reply(message)
+            except Exception as exc:
+                log.debug("%s: write on a closing socket: %s", self.cid, exc)
+        else:  # another ASGI server, or the test communicator
+            asyncio.get_running_loop().create_task(self._quietly(send(message)))
 
     async def _quietly(self, operation) -> None:
         # the socket may close between a decision and its write: disconnect() then follows,

@@ -97,10 +97,12 @@ class Gateway:
             # offline detection: one process of the group sees each command for any station
             watch = topics.wildcard_filter(self.settings.OCPPGW_DOWNSTREAM_TOPIC)
             self.bridge.subscribe(f"$share/ocppgw/{watch}", WATCH_SUB_ID)
-            self.bridge.subscribe(
-                topics.wildcard_filter(self.settings.OCPPGW_PRESENCE_TOPIC), PRESENCE_SUB_ID
-            )
-            self.bridge.subscribe("ocpp/gw/nodes/+", NODES_SUB_ID)
+            # QoS 0: on subscribe the broker sends every retained presence of the fleet; at QoS 1
+            # they fill its in-flight window and queue for us (Mosquitto drops past 1,000 queued,
+            # backend commands included). Presence is state, and the next change repeats it
+            presence = topics.wildcard_filter(self.settings.OCPPGW_PRESENCE_TOPIC)
+            self.bridge.subscribe(presence, PRESENCE_SUB_ID, qos=0)
+            self.bridge.subscribe("ocpp/gw/nodes/+", NODES_SUB_ID, qos=0)
         # compiling the 2.1 schemas takes ~2 s: do it off the loop before stations need them
         for name in self.settings.OCPPGW_SUBPROTOCOLS:
             self.loop.run_in_executor(None, validation.warm, name.removeprefix("ocpp"))
