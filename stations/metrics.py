@@ -11,6 +11,7 @@ adds them up (prometheus-client's multiprocess mode; gauges are summed over live
 """
 
 import asyncio
+import itertools
 import os
 import time
 
@@ -177,16 +178,16 @@ def _sync(counter, name: str, value: int) -> None:
     _last[name] = value
 
 
-def sample(gw) -> None:
+def sample(gw, walk_sessions: bool = True) -> None:
     """Copy the gateway's queue depths and its own counters into the metrics."""
-    sessions = list(gw.sessions.values())
-    CONNECTIONS.set(len(sessions))
-    queued = 0
-    for consumer in sessions:
-        session = getattr(consumer, "session", None)
-        if session is not None:
-            queued += len(session.queue)
-    BACKEND_QUEUE.set(queued)
+    CONNECTIONS.set(len(gw.sessions))
+    if walk_sessions:
+        queued = 0
+        for consumer in list(gw.sessions.values()):
+            session = getattr(consumer, "session", None)
+            if session is not None:
+                queued += len(session.queue)
+        BACKEND_QUEUE.set(queued)
     MQTT_BUFFER.set(gw.bridge.buffered())
     BROKER_UP.set(1 if gw.bridge.connected else 0)
     LOG_QUEUE.set(len(gw.writer.rows))
@@ -199,8 +200,10 @@ def sample(gw) -> None:
 
 
 async def sample_forever(gw) -> None:
-    while True:
-        sample(gw)
+    # summing every station's backend queue walks all sessions: every 5th sample only (5,000
+    # idle stations: 0.6% of a core when done every second)
+    for n in itertools.count():
+        sample(gw, walk_sessions=n % 5 == 0)
         await asyncio.sleep(SAMPLE_EVERY_S)
 
 

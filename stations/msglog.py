@@ -11,6 +11,7 @@ to the bound; past it they are dropped and counted.
 import asyncio
 import collections
 import datetime
+import itertools
 import logging
 import time
 
@@ -184,32 +185,43 @@ class Writer:
 
 
 def _write(rows: list[tuple], presence: list[tuple], counters: dict) -> None:
+    close_old_connections()
+    with transaction.atomic(), connection.cursor() as cursor:
+        if presence:
+            _presence(cursor, presence)
+        if counters:
+            _add_counters(cursor, counters)
+        if rows:
+            _insert(cursor, rows)
+
+
+def _presence(cursor, ops: list[tuple]) -> None:
+    """Apply presence changes in order, each run of one kind as one executemany.
+
+    An ORM update() per station cost ~0.3 ms of CPU: 5,000 stations connecting kept the writer
+    busy for seconds after the storm."""
     from stations.models import Station
 
-    close_old_connections()
-    with transaction.atomic():
-        for op in presence:
-            if op[0] == "connected":
-                _, sid, conn, node, version, at = op
-                Station.objects.filter(id=sid).update(
-                    connection_id=conn, node=node, ocpp_version=version, connected_at=at
-                )
-            elif op[0] == "disconnected":
-                _, sid, conn, at = op
-                # only the current connection may mark the station offline
-                Station.objects.filter(id=sid, connection_id=conn).update(
-                    connection_id="", disconnected_at=at
-                )
-            else:
-                _, cid_key, reason, at = op
-                Station.objects.filter(cid_key=cid_key).update(
-                    last_refused_at=at, last_refused_reason=reason
-                )
-        with connection.cursor() as cursor:
-            if counters:
-                _add_counters(cursor, counters)
-            if rows:
-                _insert(cursor, rows)
+    q, meta = connection.ops.quote_name, Station._meta
+    table = q(meta.db_table)
+    col = {f.name: q(f.column) for f in meta.concrete_fields}
+    stamp = connection.ops.adapt_datetimefield_value
+    sql = {
+        "connected": f"UPDATE {table} SET {col['connection_id']} = %s, {col['node']} = %s, "
+        f"{col['ocpp_version']} = %s, {col['connected_at']} = %s WHERE {col['id']} = %s",
+        # only the current connection may mark the station offline
+        "disconnected": f"UPDATE {table} SET {col['connection_id']} = '', "
+        f"{col['disconnected_at']} = %s WHERE {col['id']} = %s AND {col['connection_id']} = %s",
+        "refused": f"UPDATE {table} SET {col['last_refused_at']} = %s, "
+        f"{col['last_refused_reason']} = %s WHERE {col['cid_key']} = %s",
+    }
+    params = {
+        "connected": lambda _, sid, conn, node, version, at: (conn, node, version, stamp(at), sid),
+        "disconnected": lambda _, sid, conn, at: (stamp(at), sid, conn),
+        "refused": lambda _, cid_key, reason, at: (stamp(at), reason, cid_key),
+    }
+    for kind, run in itertools.groupby(ops, key=lambda op: op[0]):
+        cursor.executemany(sql[kind], [params[kind](*op) for op in run])
 
 
 def _add_counters(cursor, counters: dict) -> None:
