@@ -42,15 +42,7 @@ class StationSerializer(serializers.ModelSerializer):
             "enabled",
             "security_profile",
             "connected",
-            "ocpp_version",
-            "node",
-            "connected_at",
-            "disconnected_at",
-            "last_frame_at",
-            "frames_in",
-            "frames_out",
-            "last_refused_at",
-            "last_refused_reason",
+            *Station.GATEWAY_FIELDS,
         ]
 
     def get_url(self, obj) -> str:

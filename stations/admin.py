@@ -71,19 +71,7 @@ class StationForm(forms.ModelForm):
 
 
 # written by the gateway, shown read-only
-PRESENCE_FIELDS = [
-    "ocpp_version",
-    "connection_id",
-    "node",
-    "connected_at",
-    "disconnected_at",
-    "last_frame_at",
-    "frames_in",
-    "frames_out",
-    "last_refused_at",
-    "last_refused_reason",
-    "created_at",
-]
+PRESENCE_FIELDS = ["connection_id", *Station.GATEWAY_FIELDS, "created_at"]
 
 
 @admin.register(Station)

@@ -21,6 +21,11 @@ class Station(models.Model):
     """A charge point. Its identity is case-insensitive: `cid_key` is the lowercased cid."""
 
     PROFILES = [(1, "1: Basic auth"), (2, "2: TLS + Basic auth"), (3, "3: TLS client certificate")]
+    # what the gateway writes about the station (presence and traffic): read-only everywhere
+    GATEWAY_FIELDS = (
+        "ocpp_version", "node", "connected_at", "disconnected_at", "last_frame_at", "frames_in",
+        "frames_out", "last_refused_at", "last_refused_reason",
+    )  # fmt: skip
 
     cid = models.CharField("charge point id", max_length=48, help_text="as the station sends it")
     cid_key = models.CharField(max_length=48, unique=True, editable=False)
