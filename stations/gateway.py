@@ -1,4 +1,4 @@
-"""The gateway process: its MQTT bridge, the stations it holds, rules, auth, and housekeeping.
+"""The gateway process: its MQTT bridge, the stations it holds, rules, and housekeeping.
 
 One Gateway per process, created lazily from inside the running loop by `get_gateway()` (Daphne
 sends no lifespan events, and `AppConfig.ready()` also runs for `migrate` and tests).
@@ -14,15 +14,15 @@ import socket
 import time
 
 import orjson
-from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection
+from django.db import DatabaseError
 
-from stations import auth, envelopes, identity, metrics, topics, validation
+from stations import envelopes, identity, metrics, topics, validation
 from stations.bridge import ROUTED_SUB_ID, WATCH_SUB_ID, Bridge
 from stations.cluster import Cluster
-from stations.limits import FailureCounter, TokenBucket
+from stations.dbthread import DbThread
+from stations.gatekeeper import Gatekeeper
+from stations.limits import TokenBucket
 from stations.msglog import Writer
 from stations.rules import Rule, RuleSet
 
@@ -55,16 +55,15 @@ class Gateway:
             }
         )
         self.exemptions: frozenset[tuple[str, str]] = frozenset()
+        self.db = DbThread()
         self.writer = Writer(
             max_rows=s.OCPPGW_LOG_QUEUE,
             flush_s=s.OCPPGW_LOG_FLUSH_S,
             payload_bytes=s.OCPPGW_LOG_PAYLOAD_BYTES,
             enabled=s.OCPPGW_LOG_ENABLED,
+            run=self.db.run,
         )
-        self.cache = auth.CredentialCache(s.SECRET_KEY, s.OCPPGW_AUTH_CACHE_TTL_S)
-        self.auth_slots = asyncio.Semaphore(s.OCPPGW_AUTH_CONCURRENCY)
-        self.failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN)
-        self.address_failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN * 10)
+        self.gatekeeper = Gatekeeper(s)
         self.presence: dict[str, dict] = {}  # cid_key -> last presence event seen on the broker
         self.accepting = True  # false after the broker grace period, and while shutting down
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -286,7 +285,7 @@ class Gateway:
                     seen.get("version", ""),
                     f"node {dead} lost",
                 )
-        self.loop.create_task(database_sync_to_async(_release_node)(dead))
+        self.loop.create_task(self.db.run(_release_node, dead))
 
     # --- broker outage -------------------------------------------------------------------------------
     def _on_broker_state(self, connected: bool) -> None:
@@ -319,53 +318,12 @@ class Gateway:
         for consumer in list(self.sessions.values()):
             consumer.kick("broker unavailable", code=1013)
 
-    # --- authentication --------------------------------------------------------------------------------
-    async def authenticate(self, cid_key: str, header: bytes | None, address: str | None):
-        """(Credentials, None) when the station may connect, else (None, reason)."""
-        parsed = auth.parse_basic(header)
-        if parsed is None:
-            return None, "missing or malformed Basic Authorization header"
-        user, password = parsed
-        if identity.key(user) != cid_key:
-            return None, "Basic auth username differs from the charge point id"
-        cached = self.cache.get(cid_key, password)
-        if cached is not None:
-            return cached, None  # a verified credential is never held up by the failure limit
-        now = time.monotonic()
-        if self.failures.blocked((cid_key, address), now) or self.address_failures.blocked(
-            address, now
-        ):
-            return None, "too many failed attempts: try again in a minute"
-        # counted as failed before the check, so parallel guesses at one station cannot all slip
-        # under its limit while their checks run; a success takes its attempt back. The
-        # per-address count records only real failures: a reconnect storm of many stations from
-        # one address (NAT, a restart) must not refuse itself
-        self.failures.record((cid_key, address), now)
-        try:
-            async with self.auth_slots:
-                credentials, reason = await sync_to_async(_check, thread_sensitive=False)(
-                    cid_key, password
-                )
-        except (DatabaseError, InterfaceError) as exc:
-            self.failures.undo((cid_key, address))  # not the station's failure
-            stale = self.cache.get(cid_key, password, stale_ok=True)
-            if stale is not None:
-                return stale, None  # stale-if-error: the database is away, this was verified
-            log.warning("cannot check %s: database unavailable (%s)", cid_key, exc)
-            return None, "database unavailable"
-        if reason:
-            self.address_failures.record(address, now)
-            return None, reason
-        self.failures.clear((cid_key, address))
-        self.cache.put(password, credentials)
-        return credentials, None
-
     # --- housekeeping --------------------------------------------------------------------------------
     async def _poll_forever(self) -> None:
         since = datetime.datetime.now(datetime.UTC)
         while True:
             try:
-                rules, exemptions, changed, since = await database_sync_to_async(_poll)(since)
+                rules, exemptions, changed, since = await self.db.run(_poll, since)
                 self._apply(rules, exemptions, changed)
             except Exception as exc:  # the database may be away: keep the last known state
                 log.debug("config poll failed: %s", exc)
@@ -384,7 +342,7 @@ class Gateway:
                     self.bridge.subscribe(new)
         self.exemptions = exemptions
         for cid_key, still_valid, reason, changed_at in changed:
-            self.cache.forget(cid_key)
+            self.gatekeeper.cache.forget(cid_key)
             held = self.sessions.get(cid_key)
             if held is not None and not still_valid and held.authenticated_at < changed_at:
                 held.kick(reason)
@@ -403,9 +361,8 @@ class Gateway:
         while True:
             await asyncio.sleep(PRUNE_EVERY_S)
             try:
-                await database_sync_to_async(retention.prune)(
-                    retention.cutoff(self.settings.OCPPGW_LOG_RETENTION_DAYS)
-                )
+                cutoff = retention.cutoff(self.settings.OCPPGW_LOG_RETENTION_DAYS)
+                await self.db.run(retention.prune, cutoff)
             except Exception as exc:
                 log.warning("pruning the message log failed: %s", exc)
 
@@ -420,22 +377,11 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await self.bridge.stop((self._node_topic, self._node_status("offline")))
+        await self.db.close()
 
 
 def _iso_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
-def _check(cid_key: str, password: str):
-    """Load and verify a station's credentials (runs on a worker thread)."""
-    try:
-        credentials = auth.load_credentials(cid_key)
-        if credentials is None:
-            auth.equalize_timing(password)
-            return None, "unknown charge point id"
-        return credentials, auth.verify(password, credentials, datetime.datetime.now(datetime.UTC))
-    finally:
-        connection.close()  # worker threads are not request-scoped: never leak connections
 
 
 def _poll(since):
@@ -477,8 +423,6 @@ def _release_node(node: str) -> None:
         )
     except DatabaseError as exc:  # fire-and-forget task: never an unretrieved exception
         log.warning("cannot mark the stations of lost node %s offline: %s", node, exc)
-    finally:
-        connection.close()
 
 
 _gateway: Gateway | None = None
@@ -489,6 +433,8 @@ def get_gateway() -> Gateway:
     global _gateway
     loop = asyncio.get_running_loop()
     if _gateway is None or _gateway.loop is not loop:
+        if _gateway is not None:
+            _gateway.db.close()  # a test's loop ended without shutdown: free its connection
         _gateway = Gateway(loop)
         _gateway.start()
     return _gateway

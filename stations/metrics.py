@@ -42,7 +42,7 @@ ERROR_CODES = frozenset(
     "OccurrenceConstraintViolation TypeConstraintViolation GenericError RpcFrameworkError "
     "MessageTypeNotSupported".split()
 )
-# a refusal's reason text (consumers, gateway.authenticate, proxy) -> a short, bounded label
+# a refusal's reason text (consumers, gatekeeper.authenticate, proxy) -> a short, bounded label
 _REFUSALS = (
     ("security profile", "security_profile"),
     ("the charge point id", "bad_id"),
@@ -195,8 +195,8 @@ def sample(gw, walk_sessions: bool = True) -> None:
     _sync(LOG_WRITTEN, "log_written", gw.writer.written)
     _sync(LOG_DROPPED, "log_dropped", gw.writer.dropped)
     _sync(LOG_FAILURES, "log_failures", gw.writer.failures)
-    _sync(AUTH_CACHE_HITS, "auth_hits", gw.cache.hits)
-    _sync(AUTH_CACHE_MISSES, "auth_misses", gw.cache.misses)
+    _sync(AUTH_CACHE_HITS, "auth_hits", gw.gatekeeper.cache.hits)
+    _sync(AUTH_CACHE_MISSES, "auth_misses", gw.gatekeeper.cache.misses)
 
 
 async def sample_forever(gw) -> None:

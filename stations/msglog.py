@@ -16,7 +16,7 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 
 log = logging.getLogger("ocppgw.msglog")
 
@@ -40,7 +40,12 @@ def _no_nul(text: str) -> str:
 
 
 class Writer:
-    def __init__(self, *, max_rows: int, flush_s: float, payload_bytes: int, enabled: bool = True):
+    def __init__(
+        self, *, max_rows: int, flush_s: float, payload_bytes: int, enabled: bool = True, run=None
+    ):
+        # `run(fn, *args)` awaits fn on a database thread: the gateway's DbThread, which keeps
+        # its connection; by default a connection per write
+        self._db_run = run or _run_closing
         self.max_rows = max_rows
         self.flush_s = flush_s
         self.payload_bytes = payload_bytes
@@ -150,7 +155,7 @@ class Writer:
                 counters, self.counters = self.counters, {}
                 self._counters_at = time.monotonic()
             try:
-                await database_sync_to_async(_write)(rows, presence, counters)
+                await self._db_run(_write, rows, presence, counters)
                 self.written += len(rows)
             except Exception as exc:
                 self.failures += 1
@@ -184,8 +189,11 @@ class Writer:
         await self.flush()
 
 
+async def _run_closing(fn, *args):
+    return await database_sync_to_async(fn)(*args)
+
+
 def _write(rows: list[tuple], presence: list[tuple], counters: dict) -> None:
-    close_old_connections()
     with transaction.atomic(), connection.cursor() as cursor:
         if presence:
             _presence(cursor, presence)

@@ -248,3 +248,17 @@ def clear_retained(topics) -> None:
         info.wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """SQLite tests use a file, as production does: an in-memory test database shares one cache
+    between connections, where a write on the gateway's database thread makes a concurrent
+    query fail at once ("table is locked") instead of waiting its turn."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(
+            tmp_path_factory.mktemp("db") / "test.sqlite3"
+        )

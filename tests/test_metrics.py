@@ -86,7 +86,9 @@ def _gateway(**counts):
         writer=types.SimpleNamespace(
             rows=[1, 2], written=counts["written"], dropped=counts["log_dropped"], failures=0
         ),
-        cache=types.SimpleNamespace(hits=counts["hits"], misses=1),
+        gatekeeper=types.SimpleNamespace(
+            cache=types.SimpleNamespace(hits=counts["hits"], misses=1)
+        ),
     )
 
 

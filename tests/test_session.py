@@ -35,7 +35,7 @@ class RecordingGateway:
         self.node = "test-node"
         self.published: list[tuple[str, dict]] = []
         self.writer = SimpleNamespace(add=lambda **row: None, count=lambda *a, **k: None)
-        self.cache = SimpleNamespace(forget=lambda key: None)
+        self.gatekeeper = SimpleNamespace(cache=SimpleNamespace(forget=lambda key: None))
 
     def new_bucket(self):
         return TokenBucket(0, 1, time.monotonic())

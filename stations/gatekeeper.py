@@ -1,0 +1,81 @@
+"""Who may connect: HTTP Basic checked against Django's hashes, cached, and rate-limited.
+
+Hashing is slow on purpose (PBKDF2): checks run on worker threads, at most
+OCPPGW_AUTH_CONCURRENCY at once; a verified credential is cached (keyed by an HMAC of the
+password, never the password) so reconnect storms and database outages do not hash again.
+"""
+
+import asyncio
+import datetime
+import logging
+import time
+
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, InterfaceError, connection
+
+from stations import auth, identity
+from stations.limits import FailureCounter
+
+log = logging.getLogger("ocppgw.gateway")
+
+
+class Gatekeeper:
+    """One per gateway process: the credential cache and the failed-attempt counters."""
+
+    def __init__(self, s):
+        self.cache = auth.CredentialCache(s.SECRET_KEY, s.OCPPGW_AUTH_CACHE_TTL_S)
+        self.auth_slots = asyncio.Semaphore(s.OCPPGW_AUTH_CONCURRENCY)
+        self.failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN)
+        self.address_failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN * 10)
+
+    async def authenticate(self, cid_key: str, header: bytes | None, address: str | None):
+        """(Credentials, None) when the station may connect, else (None, reason)."""
+        parsed = auth.parse_basic(header)
+        if parsed is None:
+            return None, "missing or malformed Basic Authorization header"
+        user, password = parsed
+        if identity.key(user) != cid_key:
+            return None, "Basic auth username differs from the charge point id"
+        cached = self.cache.get(cid_key, password)
+        if cached is not None:
+            return cached, None  # a verified credential is never held up by the failure limit
+        now = time.monotonic()
+        if self.failures.blocked((cid_key, address), now) or self.address_failures.blocked(
+            address, now
+        ):
+            return None, "too many failed attempts: try again in a minute"
+        # counted as failed before the check, so parallel guesses at one station cannot all slip
+        # under its limit while their checks run; a success takes its attempt back. The
+        # per-address count records only real failures: a reconnect storm of many stations from
+        # one address (NAT, a restart) must not refuse itself
+        self.failures.record((cid_key, address), now)
+        try:
+            async with self.auth_slots:
+                credentials, reason = await sync_to_async(_check, thread_sensitive=False)(
+                    cid_key, password
+                )
+        except (DatabaseError, InterfaceError) as exc:
+            self.failures.undo((cid_key, address))  # not the station's failure
+            stale = self.cache.get(cid_key, password, stale_ok=True)
+            if stale is not None:
+                return stale, None  # stale-if-error: the database is away, this was verified
+            log.warning("cannot check %s: database unavailable (%s)", cid_key, exc)
+            return None, "database unavailable"
+        if reason:
+            self.address_failures.record(address, now)
+            return None, reason
+        self.failures.clear((cid_key, address))
+        self.cache.put(password, credentials)
+        return credentials, None
+
+
+def _check(cid_key: str, password: str):
+    """Load and verify a station's credentials (runs on a worker thread)."""
+    try:
+        credentials = auth.load_credentials(cid_key)
+        if credentials is None:
+            auth.equalize_timing(password)
+            return None, "unknown charge point id"
+        return credentials, auth.verify(password, credentials, datetime.datetime.now(datetime.UTC))
+    finally:
+        connection.close()  # worker threads are not request-scoped: never leak connections
