@@ -1,4 +1,4 @@
-"""Daphne WebSocket fixes: backpressure, every close code OCPP needs, and the close reason.
+"""Daphne WebSocket fixes: backpressure, every close code OCPP needs, the close reason, prompt writes.
 
 Backpressure: stop reading a socket while its consumer is behind, or while the station is not
 reading what we send it.
@@ -13,6 +13,7 @@ write buffer also stops reading until the station has taken its answers.
 """
 
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -100,11 +101,40 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
                 code=code, reasonUtf8=reason.encode() if reason else None, isReply=False
             )
 
+    def sendData(self, data, sync=False, chopsize=None):
+        # Twisted only buffers a write and sends it when the loop next finds the socket writable:
+        # three system calls (watch, send, unwatch) and a loop turn per frame. A frame (an answer,
+        # a ping) with nothing queued before it goes out at once; what the kernel does not take
+        # is buffered as before, so order and backpressure are unchanged.
+        if not (sync or chopsize or self.send_queue) and _write_at_once(self.transport, data):
+            return
+        super().sendData(data, sync, chopsize)
+
     def onMessage(self, payload, isBinary):
         super().onMessage(payload, isBinary)
         queue = getattr(self, "application_queue", None)
         if queue is not None and queue.qsize() >= HIGH_FRAMES and "queue" not in self._paused_by:
             self.pause_reading("queue")
+
+
+def _write_at_once(transport, data: bytes) -> bool:
+    """Send on a plain TCP socket with an empty write buffer; False leaves it to Twisted."""
+    if (
+        type(transport) is not tcp.Server  # TLS and other transports buffer on their own
+        or transport.dataBuffer
+        or transport._tempDataBuffer
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or not transport.connected
+    ):
+        return False
+    try:
+        sent = transport.socket.send(data)
+    except OSError:  # full (EAGAIN) or broken: Twisted's write path retries or reports the loss
+        return False
+    if sent < len(data):
+        transport.write(data[sent:])
+    return True
 
 
 def install() -> None:
