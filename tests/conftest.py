@@ -7,9 +7,11 @@ its own topics.
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -132,6 +134,19 @@ def operator(db):
             "stations.delete_validationexemption",
         ],
     )
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
 
 
 def wait_until(predicate, timeout_s: float, what: str, step_s: float = 0.02):

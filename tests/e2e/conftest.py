@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.conftest import PASSWORD, basic, clear_retained, wait_until
+from tests.conftest import PASSWORD, basic, clear_retained, free_port, port_open, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 POOL_SIZE = 120
@@ -36,18 +35,6 @@ BASE_ENV = {
     "OCPPGW_LOG_LEVEL": "INFO",
     "OCPPGW_AUTH_CACHE_TTL_S": "3600",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
 
 
 def _env(extra: dict) -> dict:

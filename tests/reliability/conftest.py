@@ -1,20 +1,17 @@
-"""Private services and gateway processes for the reliability suite (issue 7).
+"""Fixtures for the reliability suite (issue 7): private services and gateway processes.
 
 Every process a test stops is started here, on a free loopback port, in a temporary directory:
-a private Mosquitto, Redis or PostgreSQL, and real `rungateway` processes. The shared services on
-1883/6379/5432 are never stopped. Every wait is bounded in time.
+a private Mosquitto, Redis or PostgreSQL (services.py), and real `rungateway` processes. The
+shared services on 1883/6379/5432 are never stopped. Every wait is bounded in time.
 """
 
 import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -24,81 +21,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from tests.conftest import free_port, port_open, wait_until
+from tests.reliability.services import PG_BIN, Mosquitto, Postgres, Redis, stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
-
-
-def wait_until(predicate, timeout_s: float, what: str, step_s: float = 0.05):
-    """Poll `predicate` until it returns something truthy; fail naming `what` after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout_s: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-# --- Mosquitto ------------------------------------------------------------------------------------
-class Mosquitto:
-    """A private broker with persistence, so a durable subscriber loses nothing across restarts."""
-
-    def __init__(self, workdir: Path):
-        self.dir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "user root\n"  # running as root: keep it, so the persistence file stays writable
-            "persistence true\n"
-            f"persistence_location {workdir}/\n"
-            "max_queued_messages 0\n"  # a durable test subscriber must not lose queued messages
-            "max_inflight_messages 0\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
-        )
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: port_open(self.port), 10, f"mosquitto on {self.port}")
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
 
 
 @pytest.fixture
@@ -109,81 +36,12 @@ def mosquitto(tmp_path):
     broker.stop()
 
 
-# --- Redis ----------------------------------------------------------------------------------------
-class Redis:
-    def __init__(self, workdir: Path):
-        self.dir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: port_open(self.port), 10, f"redis on {self.port}")
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
-
-
 @pytest.fixture
 def private_redis(tmp_path):
     server = Redis(tmp_path)
     server.start()
     yield server
     server.stop()
-
-
-# --- PostgreSQL -----------------------------------------------------------------------------------
-class Postgres:
-    """A throwaway cluster owned by the `postgres` OS user (root cannot run the server)."""
-
-    def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="ocppgw-pg-"))
-        self.port = free_port()
-        self.data = self.dir / "data"
-        as_root = os.geteuid() == 0
-        self._prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-        if as_root:
-            shutil.chown(self.dir, "postgres")
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
-
-    def _run(self, *args) -> None:
-        subprocess.run(
-            [*self._prefix, *args], check=True, capture_output=True, timeout=60, cwd=self.dir
-        )
-
-    @property
-    def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c full_page_writes=off -c synchronous_commit=off"
-        )
-        self._run(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
-            str(self.dir / "pg.log"), "-w", "-t", "30", "start",
-        )  # fmt: skip
-
-    def stop(self, mode: str = "fast") -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def destroy(self) -> None:
-        self.stop("immediate")
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -290,7 +148,7 @@ class Gateway:
         return psutil.Process(self.proc.pid).num_fds()
 
     def stop(self) -> None:
-        _stop(self.proc, timeout_s=15)
+        stop_process(self.proc, timeout_s=15)
         if self.proc is not None:
             self._log.close()
         self.proc = None

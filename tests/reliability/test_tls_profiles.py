@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.conftest import free_port, port_open, wait_until
 from tests.reliability.clients import Station, basic, refused_status
-from tests.reliability.conftest import free_port, make_stations, port_open, wait_until
+from tests.reliability.conftest import make_stations
 
 pytestmark = [
     pytest.mark.e2e,
