@@ -51,8 +51,12 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
         self.transport.bufferSize = READ_CHUNK_BYTES
         # the HTTP channel that handed the socket over stays registered, but never pauses an
         # upgraded connection (it is "handling a request" for good): take its place
-        if getattr(self.transport, "producer", None) is not None:
+        channel = getattr(self.transport, "producer", None)
+        if channel is not None:
             self.transport.unregisterProducer()
+            # the channel and its upgraded request refer to each other: a cycle that outlived
+            # the socket until a full GC pass (rare in rungateway); the channel is done here
+            channel.requests = []
         self.transport.registerProducer(_UnreadAnswers(self), True)
         original_get = application_queue._get
 
@@ -81,6 +85,16 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
         if getattr(self.transport, "producer", None) is not None:
             self.transport.unregisterProducer()
         super()._closeConnection(abort)
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        # Break this connection's reference cycles (the queue's patched _get holds the protocol,
+        # autobahn's is_open/is_closed Deferreds hold it as their result): rungateway collects
+        # cycles rarely (its GC tuning), and closed connections piled up at ~25 KB each
+        queue = getattr(self, "application_queue", None)
+        if queue is not None:
+            queue.__dict__.pop("_get", None)
+        self.is_open = self.is_closed = None
 
     def handle_reply(self, message):
         # Daphne drops the ASGI close reason; stations and tests rely on it ("replaced by ...")

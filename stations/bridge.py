@@ -67,6 +67,14 @@ class Pending:
             done()
 
 
+class _NoFilters:
+    """paho's filtered-callback table when there are none: matches nothing, allocates nothing."""
+
+    @staticmethod
+    def iter_match(topic):
+        return ()
+
+
 class Bridge:
     def __init__(
         self,
@@ -131,6 +139,10 @@ class Bridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        # no per-filter callbacks here; paho still matches every message against its (empty)
+        # filter tree with a recursive closure, a reference cycle per message that only a full
+        # GC pass frees (rare in rungateway): skip the matching
+        self.client._on_message_filtered = _NoFilters()
         self.client.on_publish = self._on_publish
         self.client.on_socket_open = self._on_socket_open
         self.client.on_socket_close = self._on_socket_close

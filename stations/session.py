@@ -379,6 +379,14 @@ class Session(BackendSide):
             if timer:
                 timer.cancel()
         self.cp_pending.clear()
+        # `send` and `close` are the consumer's bound methods: a cycle with the consumer that
+        # only a full GC pass (rare, see rungateway._tune_gc) would free; without it reference
+        # counting frees the connection's objects as soon as the socket is gone
+        self._send = self._close = _after_end
+
+
+def _after_end(*_) -> None:
+    """A station's socket is gone: nothing more is sent to it."""
 
 
 class OfflineStation(Session):
