@@ -6,7 +6,9 @@ again: `python bench/report.py bench/results/<run>.json`.
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 
 def _get(d: dict | None, *path):
@@ -17,156 +19,94 @@ def _get(d: dict | None, *path):
     return d
 
 
+class Measure(NamedTuple):
+    """One row: where its figure sits in a server's result and how the gateway's is judged."""
+
+    name: str
+    unit: str
+    path: tuple  # keys into a server's result
+    target: str
+    check: Callable  # (bare, ocppgw, ratio, ocppgw's whole result) -> bool | None
+    ratio: bool = True  # whether ocppgw/bare means anything for this row
+    scale: float = 1.0  # divide the raw figure by this (bytes -> MiB)
+    gateway_path: tuple | None = None  # where ocppgw's figure sits, when not at `path`
+
+
+def _ratio_at_least(x):
+    return lambda b, g, r, o: r is not None and r >= x
+
+
+def _ratio_at_most(x, failed_at=None):
+    """Ratio to bare within x, and no failed connections where `failed_at` is given."""
+    return lambda b, g, r, o: (
+        r is not None and r <= x and (failed_at is None or _get(o, *failed_at) == 0)
+    )
+
+
+def _at_most(x):
+    return lambda b, g, r, o: g <= x
+
+
+def _none(b, g, r, o):
+    return g == 0
+
+
+MEASURES = (
+    Measure("T1 upstream capacity (1000 CPs)", "msg/s", ("fire", "throughput"),
+            ">= 25% of bare", _ratio_at_least(0.25)),
+    Measure("T1 frames lost (all fire runs)", "frames", ("fire", "lost_all_runs"),
+            "0", _none, ratio=False),
+    Measure("T1 frames still coming at the 30 s drain limit", "frames",
+            ("fire", "late_at_drain_limit_all_runs"), "(info: backlog, not loss)",
+            lambda b, g, r, o: None, ratio=False),
+    Measure("T2 server CPU per msg @1000 msg/s", "us", ("open", "cpu_us_per_msg"),
+            "<= 2.5x bare", _ratio_at_most(2.5)),
+    Measure("T3 latency p50 @1000 msg/s", "ms", ("open", "latency_ms", "p50"),
+            "<= 2 ms", _at_most(2)),
+    Measure("T3 latency p99 @1000 msg/s", "ms", ("open", "latency_ms", "p99"),
+            "<= 15 ms", _at_most(15)),
+    Measure("T4 downstream round trips (1000 CPs)", "rt/s", ("rtt", "rtt_per_s"),
+            ">= 30% of bare", _ratio_at_least(0.3)),
+    Measure("T4 lost replies (all rtt runs)", "replies", ("rtt", "lost_all_runs"),
+            "0", _none, ratio=False),
+    Measure("T5 memory per idle CP", "KiB", ("idle", "kib_per_conn"),
+            "<= 2.5x bare", _ratio_at_most(2.5)),
+    Measure("T5 RSS with idle CPs connected", "MiB", ("idle", "rss_connected"),
+            "<= 300 MiB (5000 CPs)", _at_most(300), scale=2**20),
+    Measure("T5 idle CPU", "%", ("idle", "idle_cpu_pct"), "<= 2%", _at_most(2), ratio=False),
+    Measure("T6 2000 CPs reconnecting, all in", "s", ("storm", "all_connected_s"),
+            "<= 4x bare, 0 failed", _ratio_at_most(4, failed_at=("storm", "failed_all_runs"))),
+    Measure("T6 failed connections (all runs)", "conns", ("storm", "failed_all_runs"),
+            "0", _none, ratio=False),
+    Measure("T6c same storm after restart", "s", ("storm", "all_connected_s"),
+            "<= 8x bare, 0 failed",
+            _ratio_at_most(8, failed_at=("storm_cold", "failed_all_runs")),
+            gateway_path=("storm_cold", "all_connected_s")),
+    Measure("T7 RSS peak / idle RSS under fire", "x", ("fire", "rss_peak_ratio"),
+            "<= 1.5", _at_most(1.5), ratio=False),
+    Measure("T7 accepted but neither published nor answered", "frames",
+            ("fire", "lost_all_runs"), "0", _none, ratio=False),
+)  # fmt: skip
+
+
+def _figure(result: dict | None, path: tuple, scale: float):
+    v = _get(result, *path)
+    return round(v / scale, 1) if v and scale != 1.0 else v
+
+
 def rows(bare: dict, ocpp: dict | None) -> list[dict]:
     """The table: one row per measure, target checked on the gateway (ratio where relative)."""
-    out = []
-
-    def row(measure, unit, b, g, target, check, ratio=True):
-        r = round(g / b, 3) if ratio and b and g is not None else None
-        ok = None if g is None else check(b, g, r)
-        out.append(
-            {"measure": measure, "unit": unit, "bare": b, "ocppgw": g, "ratio": r}
-            | {"target": target, "pass": ok}
-        )
-
     o = ocpp or {}
-    row(
-        "T1 upstream capacity (1000 CPs)",
-        "msg/s",
-        _get(bare, "fire", "throughput"),
-        _get(o, "fire", "throughput"),
-        ">= 25% of bare",
-        lambda b, g, r: r is not None and r >= 0.25,
-    )
-    row(
-        "T1 frames lost (all fire runs)",
-        "frames",
-        _get(bare, "fire", "lost_all_runs"),
-        _get(o, "fire", "lost_all_runs"),
-        "0",
-        lambda b, g, r: g == 0,
-        ratio=False,
-    )
-    row(
-        "T1 frames still coming at the 30 s drain limit",
-        "frames",
-        _get(bare, "fire", "late_at_drain_limit_all_runs"),
-        _get(o, "fire", "late_at_drain_limit_all_runs"),
-        "(info: backlog, not loss)",
-        lambda b, g, r: None,
-        ratio=False,
-    )
-    row(
-        "T2 server CPU per msg @1000 msg/s",
-        "us",
-        _get(bare, "open", "cpu_us_per_msg"),
-        _get(o, "open", "cpu_us_per_msg"),
-        "<= 2.5x bare",
-        lambda b, g, r: r is not None and r <= 2.5,
-    )
-    row(
-        "T3 latency p50 @1000 msg/s",
-        "ms",
-        _get(bare, "open", "latency_ms", "p50"),
-        _get(o, "open", "latency_ms", "p50"),
-        "<= 2 ms",
-        lambda b, g, r: g <= 2,
-    )
-    row(
-        "T3 latency p99 @1000 msg/s",
-        "ms",
-        _get(bare, "open", "latency_ms", "p99"),
-        _get(o, "open", "latency_ms", "p99"),
-        "<= 15 ms",
-        lambda b, g, r: g <= 15,
-    )
-    row(
-        "T4 downstream round trips (1000 CPs)",
-        "rt/s",
-        _get(bare, "rtt", "rtt_per_s"),
-        _get(o, "rtt", "rtt_per_s"),
-        ">= 30% of bare",
-        lambda b, g, r: r is not None and r >= 0.3,
-    )
-    row(
-        "T4 lost replies (all rtt runs)",
-        "replies",
-        _get(bare, "rtt", "lost_all_runs"),
-        _get(o, "rtt", "lost_all_runs"),
-        "0",
-        lambda b, g, r: g == 0,
-        ratio=False,
-    )
-    row(
-        "T5 memory per idle CP",
-        "KiB",
-        _get(bare, "idle", "kib_per_conn"),
-        _get(o, "idle", "kib_per_conn"),
-        "<= 2.5x bare",
-        lambda b, g, r: r is not None and r <= 2.5,
-    )
-    mib = lambda v: round(v / 2**20, 1) if v else None  # noqa: E731
-    row(
-        "T5 RSS with idle CPs connected",
-        "MiB",
-        mib(_get(bare, "idle", "rss_connected")),
-        mib(_get(o, "idle", "rss_connected")),
-        "<= 300 MiB (5000 CPs)",
-        lambda b, g, r: g <= 300,
-    )
-    row(
-        "T5 idle CPU",
-        "%",
-        _get(bare, "idle", "idle_cpu_pct"),
-        _get(o, "idle", "idle_cpu_pct"),
-        "<= 2%",
-        lambda b, g, r: g <= 2,
-        ratio=False,
-    )
-    row(
-        "T6 2000 CPs reconnecting, all in",
-        "s",
-        _get(bare, "storm", "all_connected_s"),
-        _get(o, "storm", "all_connected_s"),
-        "<= 4x bare, 0 failed",
-        lambda b, g, r: r is not None and r <= 4 and _get(o, "storm", "failed_all_runs") == 0,
-    )
-    row(
-        "T6 failed connections (all runs)",
-        "conns",
-        _get(bare, "storm", "failed_all_runs"),
-        _get(o, "storm", "failed_all_runs"),
-        "0",
-        lambda b, g, r: g == 0,
-        ratio=False,
-    )
-    cold = _get(o, "storm_cold", "all_connected_s")
-    row(
-        "T6c same storm after restart",
-        "s",
-        _get(bare, "storm", "all_connected_s"),
-        cold,
-        "<= 8x bare, 0 failed",
-        lambda b, g, r: r is not None and r <= 8 and _get(o, "storm_cold", "failed_all_runs") == 0,
-    )
-    row(
-        "T7 RSS peak / idle RSS under fire",
-        "x",
-        _get(bare, "fire", "rss_peak_ratio"),
-        _get(o, "fire", "rss_peak_ratio"),
-        "<= 1.5",
-        lambda b, g, r: g <= 1.5,
-        ratio=False,
-    )
-    row(
-        "T7 accepted but neither published nor answered",
-        "frames",
-        _get(bare, "fire", "lost_all_runs"),
-        _get(o, "fire", "lost_all_runs"),
-        "0",
-        lambda b, g, r: g == 0,
-        ratio=False,
-    )
+    out = []
+    for m in MEASURES:
+        b = _figure(bare, m.path, m.scale)
+        g = _figure(o, m.gateway_path or m.path, m.scale)
+        r = round(g / b, 3) if m.ratio and b and g is not None else None
+        out.append(
+            {"measure": m.name, "unit": m.unit, "bare": b, "ocppgw": g, "ratio": r}
+            | {"target": m.target, "pass": None if g is None else m.check(b, g, r, o)}
+        )
+    # T8 compares the gateway with itself (two processes against one), not with bare
     one, two = _get(o, "open", "cpu_us_per_msg"), _get(o, "open_2p", "cpu_us_per_msg")
     out.append({
         "measure": "T8 CPU/msg 2 processes vs 1 @1000 msg/s", "unit": "us",

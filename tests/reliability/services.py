@@ -29,15 +29,37 @@ def stop_process(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout_s: f
         proc.wait(5)
 
 
+class _Server:
+    """A server run as a child process on `self.port`; subclasses give its command line."""
+
+    name = "server"
+    port: int
+    proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: port_open(self.port), 10, f"{self.name} on {self.port}")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+
+
 # --- Mosquitto ------------------------------------------------------------------------------------
-class Mosquitto:
+class Mosquitto(_Server):
     """A private broker with persistence, so a durable subscriber loses nothing across restarts."""
+
+    name = "mosquitto"
 
     def __init__(self, workdir: Path):
         self.dir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -54,44 +76,27 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: port_open(self.port), 10, f"mosquitto on {self.port}")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
+    def command(self) -> list[str]:
+        return ["mosquitto", "-c", str(self.conf)]
 
 
 # --- Redis ----------------------------------------------------------------------------------------
-class Redis:
+class Redis(_Server):
+    name = "redis"
+
     def __init__(self, workdir: Path):
         self.dir = workdir
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: port_open(self.port), 10, f"redis on {self.port}")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
+    def command(self) -> list[str]:
+        return [
+            *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
+        ]
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
