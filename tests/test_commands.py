@@ -1,4 +1,4 @@
-"""Management commands: createstation and prunelogs."""
+"""Management commands: createstation, prunelogs and quickstart."""
 
 import datetime
 import io
@@ -89,3 +89,24 @@ def test_prunelogs_deletes_only_rows_older_than_the_retention():
     assert MessageLog.objects.count() == 2
     assert run("prunelogs", "--days", "1").strip() == "deleted 2 message-log rows older than 1 days"  # fmt: skip
     assert not MessageLog.objects.exists()
+
+
+def test_quickstart_try_it_line_runs_in_a_new_terminal(settings):
+    """The printed simulator line must load settings without the Makefile's DEBUG=true."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    settings.DEBUG = True  # quickstart runs only under DEBUG (make run)
+    out = run("quickstart", "--port", "33033")
+    (line,) = [x for x in out.splitlines() if "try it:" in x]
+    command = re.sub(r"^\s*try it:\s*", "", line).replace(".venv/bin/python", sys.executable)
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DJANGO_SECRET_KEY")}
+    done = subprocess.run(
+        f"{command} --help", shell=True, env=env, cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "usage: manage.py simulate" in done.stdout

@@ -46,7 +46,9 @@ class Command(BaseCommand):
                     f"  station URL   ws://127.0.0.1:{port}/ocpp/{DEMO_CID}",
                     f"  station auth  {DEMO_CID} / {station_password}  (HTTP Basic)",
                     f"  MQTT broker   {settings.MQTT_URL}",
-                    f"  try it:       .venv/bin/python manage.py simulate {DEMO_CID} "
+                    # DEBUG=true: a new terminal lacks the Makefile's DEBUG, and settings refuse
+                    # to load without a secret key then
+                    f"  try it:       DEBUG=true .venv/bin/python manage.py simulate {DEMO_CID} "
                     f"--password {station_password}",
                     "  watch MQTT:   mosquitto_sub -v -t 'ocpp/#'",
                     "",
