@@ -20,7 +20,9 @@ from stations.frames import CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, 
 
 log = logging.getLogger("ocppgw.session")
 
-RECENT_IDS = 256  # answered or expired CALL ids remembered, for [5] frames and late answers
+# answered or expired CALL ids remembered per direction, for [5] frames and late answers: a [5]
+# follows the answer it rejects, and a late answer its timeout, so a short window serves both
+RECENT_IDS = 64
 # station CALLs awaiting the backend; bounds memory when the call timeout is off (0)
 MAX_PENDING_CP_CALLS = 1000
 # a station with this many frames not yet acknowledged by the broker is not read until it is
@@ -30,12 +32,17 @@ UNACKED_HIGH, UNACKED_LOW = 16, 8
 
 
 class _Recent(collections.OrderedDict):
-    """A small LRU of UniqueId -> action."""
+    """A small LRU of UniqueId -> action; of size 0, it remembers nothing."""
+
+    def __init__(self, size: int = RECENT_IDS):
+        super().__init__()
+        self.size = size
 
     def remember(self, key, value):
-        self[key] = value
-        if len(self) > RECENT_IDS:
-            self.popitem(last=False)
+        if self.size:
+            self[key] = value
+            if len(self) > self.size:
+                self.popitem(last=False)
 
 
 class Session(BackendSide):
@@ -52,11 +59,14 @@ class Session(BackendSide):
         self.bucket = gw.new_bucket()
         # station -> backend CALLs awaiting the backend's answer: id -> [action, timer, pending]
         self.cp_pending: dict[str, list] = {}
-        self.cp_answered, self.cp_expired = _Recent(), _Recent()
+        # answered CALLs matter only to a [5] (CALLRESULTERROR), which OCPP 2.1 alone has: before,
+        # every 1.6 station kept its last 256 answered ids, ~50 KB that grew for an hour
+        answered = RECENT_IDS if version == "2.1" else 0
+        self.cp_answered, self.cp_expired = _Recent(answered), _Recent()
         # backend -> station CALLs: one in flight, the rest queued
         self.queue: collections.deque[BackendCall] = collections.deque()
         self.inflight: BackendCall | None = None
-        self.backend_answered, self.backend_expired = _Recent(), _Recent()
+        self.backend_answered, self.backend_expired = _Recent(answered), _Recent()
         self.closed = False
         self.last_rx = time.monotonic()  # for OCPPGW_IDLE_TIMEOUT_S
         self.unacked = 0  # this station's frames published, not yet acknowledged by the broker
