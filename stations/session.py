@@ -59,8 +59,8 @@ class Session(BackendSide):
         self.bucket = gw.new_bucket()
         # station -> backend CALLs awaiting the backend's answer: id -> [action, timer, pending]
         self.cp_pending: dict[str, list] = {}
-        # answered CALLs matter only to a [5] (CALLRESULTERROR), which OCPP 2.1 alone has: before,
-        # every 1.6 station kept its last 256 answered ids, ~50 KB that grew for an hour
+        # answered CALLs matter only to a [5] (CALLRESULTERROR), which OCPP 2.1 alone has;
+        # elsewhere the window would be kilobytes per station kept for nothing
         answered = RECENT_IDS if version == "2.1" else 0
         self.cp_answered, self.cp_expired = _Recent(answered), _Recent()
         # backend -> station CALLs: one in flight, the rest queued
