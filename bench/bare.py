@@ -1,4 +1,4 @@
-"""`bare`: the lean OCPP-J <-> MQTT bridge that ocppgw is measured against (PERFORMANCE.md).
+"""`bare`: the lean OCPP-J <-> MQTT bridge that ocppgw is measured against (docs/performance.md).
 
 One file, no Django: a `websockets` server on /ocpp/<cid>, orjson, one process-wide aiomqtt
 client. Every text frame becomes the seed envelope, published QoS 1 on ocpp/cp/<cid>/<action>

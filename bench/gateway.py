@@ -20,7 +20,7 @@ PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432"
 # msglog_pages.py uses ocppgw_bench; BENCH_PG_DB lets two benchmarks share one PostgreSQL
 PG_DB = os.environ.get("BENCH_PG_DB", "ocppgw_bench_run")
 
-# PERFORMANCE.md: bare has no rate limit, no call timeout and no validation switch, so the
+# docs/performance.md: bare has no rate limit, no call timeout and no validation switch, so the
 # gateway runs with its rate limit and upstream call timeout off, validation and message log on.
 SETTINGS = {
     "DJANGO_SECRET_KEY": "bench",

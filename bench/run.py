@@ -1,4 +1,4 @@
-"""One benchmark run: `bare` and ocppgw side by side, targets T1-T8 of PERFORMANCE.md.
+"""One benchmark run: `bare` and ocppgw side by side, targets T1-T8 of docs/performance.md.
 
 Every measure runs the server under test, a load generator, an MQTT counter (or the round-trip
 responder) and the broker as separate processes on this machine. Server CPU and RSS come from
@@ -579,7 +579,7 @@ def measure_server(b: Bench, srv, args, port_factory) -> dict:
 
 def main() -> None:
     """Parse options, run bare then ocppgw, print and save the report."""
-    ap = argparse.ArgumentParser(description="ocppgw benchmark (PERFORMANCE.md)")
+    ap = argparse.ArgumentParser(description="ocppgw benchmark (docs/performance.md)")
     ap.add_argument("--only", choices=["bare", "ocppgw"], help="measure one server only")
     ap.add_argument("--quick", action="store_true", help="1 repetition, 3 s windows")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions (median reported)")

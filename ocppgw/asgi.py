@@ -1,7 +1,7 @@
 """ASGI entry point: Django first, then the protocol router (HTTP for operators, /ocpp/ for stations).
 
 With OCPPGW_ADMIN_PORT set, the listener a request arrived on decides what it may reach
-(contract §3): the stations' port serves only `/ocpp/` WebSockets (everything else 404, or 403 for
+(docs/contract.md §3): the stations' port serves only `/ocpp/` WebSockets (everything else 404, or 403 for
 other WebSockets), and the admin port serves portal, admin, API, metrics and health but refuses
 `/ocpp/`. The port is Daphne's `scope["server"][1]`, the local port the socket was accepted on.
 """

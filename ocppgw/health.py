@@ -12,7 +12,7 @@ def healthz(request):
 
 
 def readyz(request):
-    """The database and the broker are reachable; 503 otherwise (contract §3)."""
+    """The database and the broker are reachable; 503 otherwise (docs/contract.md §3)."""
     checks = {}
     try:
         with connection.cursor() as cursor:

@@ -98,7 +98,7 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8: without socket_timeout None idle receivers die every ~5 s (FACTS.md)
+            # redis-py 8: without socket_timeout None idle receivers die every ~5 s (docs/performance.md)
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}]
             },

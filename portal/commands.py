@@ -73,7 +73,7 @@ def downstream_topic(station) -> str:
 
 
 def envelope(unique_id: str, action: str, payload: dict) -> bytes:
-    """The backend's CALL envelope (contract §2)."""
+    """The backend's CALL envelope (docs/contract.md §2)."""
     return orjson.dumps(
         {"MessageTypeId": 2, "UniqueId": unique_id, "Action": action, "Payload": payload}
     )

@@ -8,7 +8,7 @@ connect runs on a worker thread, as paho's connect blocks. The bridge moves byte
 nothing of OCPP.
 
 While the broker is away, publishes wait in a bounded FIFO of our own (not paho's queue) so that a
-CALL whose call timeout runs out can be withdrawn before it is ever published (contract §2).
+CALL whose call timeout runs out can be withdrawn before it is ever published (docs/contract.md §2).
 """
 
 import asyncio

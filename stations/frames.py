@@ -1,6 +1,6 @@
 """OCPP-J frames: text <-> Frame, and the answers the spec names for frames that are not right.
 
-Pure: no Django, no I/O. Which frame gets which answer is the contract's §1 table:
+Pure: no Django, no I/O. Which frame gets which answer is the §1 table of docs/contract.md:
 - FrameError: answer the frame with a CALLERROR (only ever for something that is, or may be, a CALL);
 - Ignored: log it with the reason, answer nothing.
 """
@@ -65,7 +65,7 @@ def _readable_id(item) -> str:
 
 
 def parse(text: str | bytes, version: str) -> Frame:
-    """Parse one WebSocket text message; raise FrameError or Ignored as the contract's table says."""
+    """Parse one WebSocket text message; raise FrameError or Ignored as the table of docs/contract.md says."""
     rpc = rpc_error_code(version)
     try:
         data = orjson.loads(text)

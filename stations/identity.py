@@ -1,4 +1,4 @@
-"""Charge point identity rules (2.0.1 §3.1.1 identifierString, contract §1). Pure."""
+"""Charge point identity rules (2.0.1 §3.1.1 identifierString, docs/contract.md §1). Pure."""
 
 import re
 from urllib.parse import unquote

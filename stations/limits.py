@@ -1,4 +1,4 @@
-"""Per-station token bucket for CALL rates (contract §1). Pure: the caller passes the clock."""
+"""Per-station token bucket for CALL rates (docs/contract.md §1). Pure: the caller passes the clock."""
 
 
 class TokenBucket:

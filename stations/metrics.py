@@ -1,4 +1,4 @@
-"""Prometheus metrics of a gateway process (contract §3 `/metrics`).
+"""Prometheus metrics of a gateway process (docs/contract.md §3 `/metrics`).
 
 Counters on the frame path are incremented where the event happens; queue depths and the
 counters other modules already keep (log rows, auth cache, MQTT drops) are sampled once a second

@@ -86,7 +86,7 @@ class Station(models.Model):
 
 
 class TopicRule(models.Model):
-    """A topic-template override; the most specific rule wins (contract §2)."""
+    """A topic-template override; the most specific rule wins (docs/contract.md §2)."""
 
     UPSTREAM, REPLY, ERROR, DOWNSTREAM = "upstream", "reply", "error", "downstream"
     DIRECTIONS = [

@@ -1,7 +1,7 @@
 """The batched database writer: message-log rows, station presence and traffic counters.
 
 The frame path only appends to bounded in-memory queues; one task flushes them with one
-`executemany` per batch (per-frame `create()` caps a gateway at ~170 frames/s, PERFORMANCE.md).
+`executemany` per batch (per-frame `create()` caps a gateway at ~170 frames/s, docs/performance.md).
 Rows are tuples and go in as plain SQL: building a model instance per row and compiling
 `bulk_create`, and one ORM `update()` per station for the counters, cost more CPU than the rest of
 the frame path (1,000 stations = 1,000 UPDATEs a second). If the database is away, rows wait up

@@ -1,4 +1,4 @@
-"""Station password rotation through OCPP (contract §1): find the secret, see it accepted, redact.
+"""Station password rotation through OCPP (docs/contract.md §1): find the secret, see it accepted, redact.
 
 1.6 sets it with ChangeConfiguration key AuthorizationKey; 2.0.1 and 2.1 with SetVariables
 SecurityCtrlr.BasicAuthPassword. Pure: the session stores the new hash once the station accepts.

@@ -1,7 +1,7 @@
 """Which template applies to a frame: per-station and per-action overrides over the settings.
 
 Pure: the gateway loads TopicRule rows into a RuleSet and swaps it in when rules change.
-Precedence (contract §2): station+action > station > action > setting > default.
+Precedence (docs/contract.md §2): station+action > station > action > setting > default.
 """
 
 from dataclasses import dataclass

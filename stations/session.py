@@ -400,7 +400,7 @@ def _after_end(*_) -> None:
 
 
 class OfflineStation(Session):
-    """Answers backend messages for a station that no gateway process holds (contract §2)."""
+    """Answers backend messages for a station that no gateway process holds (docs/contract.md §2)."""
 
     def __init__(self, gw, cid: str, cid_key: str):
         self.gw, self.cid, self.cid_key = gw, cid, cid_key

@@ -1,6 +1,6 @@
 """MQTT topic templates: validation, rendering, cid escaping and matching downstream topics.
 
-Pure: no Django, no I/O. Templates use `${name}` placeholders (contract §2).
+Pure: no Django, no I/O. Templates use `${name}` placeholders (docs/contract.md §2).
 """
 
 import re

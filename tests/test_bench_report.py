@@ -1,4 +1,4 @@
-"""bench/report.py: the targets of PERFORMANCE.md are checked on the right figures."""
+"""bench/report.py: the targets of docs/performance.md are checked on the right figures."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""docker-compose.yml, Dockerfile and deploy/ agree with the code they deploy (contract §4)."""
+"""docker-compose.yml, Dockerfile and deploy/ agree with the code they deploy (docs/contract.md §4)."""
 
 import re
 import shlex

@@ -282,7 +282,7 @@ async def test_frame_over_the_limit_closes_1009(gateway, settings, station_facto
 
 
 def _rows(version):
-    """(frame text, expected answer prefix or None for silence) of the contract's §1 table."""
+    """(frame text, expected answer prefix or None for silence) of the §1 table of docs/contract.md."""
     rpc = RPC[version]
     unknown = None if version in ("1.6", "2.1") else [4, "t1", "MessageTypeNotSupported"]
     rows = [

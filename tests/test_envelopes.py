@@ -160,7 +160,7 @@ def test_downstream_envelope_becomes_a_frame(body, expected):
         (b'{"MessageTypeId": 2, "UniqueId": "u1", "Action": 5, "Payload": {}}', "u1", "Action"),
         (b'{"MessageTypeId": 2, "UniqueId": "u1", "Action": "Reset", "Payload": []}', "u1", "Payload"),
         (b'{"MessageTypeId": 3, "UniqueId": "u1", "Payload": "ok"}', "u1", "Payload"),
-        # contract §2: each type needs its keys; nothing is filled in for the backend
+        # docs/contract.md §2: each type needs its keys; nothing is filled in for the backend
         (b'{"MessageTypeId": 2, "UniqueId": "u1", "Action": "Reset"}', "u1", "Payload"),
         (b'{"MessageTypeId": 3, "UniqueId": "u1"}', "u1", "Payload"),
         (b'{"MessageTypeId": 4, "UniqueId": "u1", "ErrorCode": "E"}', "u1", "ErrorDescription"),

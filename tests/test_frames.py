@@ -1,4 +1,4 @@
-"""OCPP-J frames: every row of the contract's §1 bad-frame table, per version."""
+"""OCPP-J frames: every row of the §1 bad-frame table of docs/contract.md, per version."""
 
 import orjson
 import pytest

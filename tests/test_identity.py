@@ -1,4 +1,4 @@
-"""Charge point identity (contract §1): allowed characters, length, case, raw-path decoding."""
+"""Charge point identity (docs/contract.md §1): allowed characters, length, case, raw-path decoding."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Topic rule precedence: station+action > station > action > setting (contract §2)."""
+"""Topic rule precedence: station+action > station > action > setting (docs/contract.md §2)."""
 
 import pytest
 

@@ -168,7 +168,7 @@ def test_codes_per_version():
     assert v.normalize_code("GenericError") == "GenericError"
     assert v.spell("RpcFrameworkError", "1.6") == "FormationViolation"
     assert v.spell("RpcFrameworkError", "2.1") == "RpcFrameworkError"
-    # rules outside the contract's table fall back to the generic code
+    # rules outside the table of docs/contract.md fall back to the generic code
     assert [v._code(ver, "uniqueItems") for ver in v.VERSIONS] == [
         "FormationViolation",
         "FormatViolation",

@@ -1,9 +1,9 @@
-"""`rungateway --processes 2`: one port, two gateway processes, Redis between them (contract §4).
+"""`rungateway --processes 2`: one port, two gateway processes, Redis between them (docs/contract.md §4).
 
 Each child adopts the supervisor's listening socket and holds its own stations, MQTT connection
 and subscriptions. Frames never cross processes: every BootNotification is published once and
 every backend Reset reaches its station once. When a child dies, the survivor marks its stations
-disconnected from the dead node's Last Will (contract §2).
+disconnected from the dead node's Last Will (docs/contract.md §2).
 """
 
 import asyncio

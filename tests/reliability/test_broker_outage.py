@@ -1,4 +1,4 @@
-"""Broker outage (contract §2): buffered in order, published once or answered InternalError."""
+"""Broker outage (docs/contract.md §2): buffered in order, published once or answered InternalError."""
 
 import asyncio
 import collections

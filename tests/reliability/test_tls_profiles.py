@@ -1,4 +1,4 @@
-"""Security profiles 2 and 3 through a real TLS-terminating nginx (contract §1): no downgrade,
+"""Security profiles 2 and 3 through a real TLS-terminating nginx (docs/contract.md §1): no downgrade,
 the client certificate's CN must be the cid, and the proxy's headers are believed only from
 OCPPGW_TRUSTED_PROXIES (nginx connects upstream from 127.0.0.2, the only trusted address)."""
 

@@ -1,4 +1,4 @@
-"""Serve stations and operators with the Daphne settings a gateway needs (contract §3).
+"""Serve stations and operators with the Daphne settings a gateway needs (docs/contract.md §3).
 
 `--processes N` (N > 1) makes this process a supervisor. Twisted has no SO_REUSEPORT, so it
 creates the listening sockets once (backlog 2048) and starts N children (`manage.py rungateway
@@ -152,7 +152,7 @@ class Command(BaseCommand):
     def _ready(self, server, host, port, admin_port):
         from twisted.internet import reactor
 
-        # a frame over the limit gets a close frame with 1009 (contract §1), not a dropped socket
+        # a frame over the limit gets a close frame with 1009 (docs/contract.md §1), not a dropped socket
         server.ws_factory.setProtocolOptions(failByDrop=False)
 
         where = f"ws://{host}:{port}/ocpp/<charge point id>"
