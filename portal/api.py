@@ -1,7 +1,7 @@
 """HTTP API (/api/): stations (list, detail, kick), the message log, send a command.
 
 Token or session auth and staff only (settings.REST_FRAMEWORK); kick and commands also need
-their permission. It calls the same code as the portal (portal.commands, portal.msgsearch).
+their permission. It calls the same code as the portal (portal.control, portal.msgsearch).
 """
 
 from django.http import Http404
@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.utils.urls import replace_query_param
 
-from portal import commands, msgsearch
+from portal import control, msgsearch
 from portal.forms import MessageFilterForm
 from stations import identity
 from stations.models import MessageLog, Station
@@ -145,8 +145,8 @@ class StationKick(generics.GenericAPIView):
         body.is_valid(raise_exception=True)
         reason = body.validated_data.get("reason") or f"kicked by {request.user} (API)"
         try:
-            commands.kick(station, reason)
-        except (commands.Refused, TimeoutError) as exc:
+            control.kick(station, reason)
+        except (control.Refused, TimeoutError) as exc:
             detail = getattr(exc, "message", "the gateway did not confirm in time")
             return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"cid": station.cid, "reason": reason}, status=status.HTTP_202_ACCEPTED)
@@ -166,10 +166,10 @@ class StationCommand(generics.GenericAPIView):
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            unique_id, topic = commands.send(
+            unique_id, topic = control.send(
                 station, body.validated_data["action"], body.validated_data["payload"]
             )
-        except commands.Refused as exc:
+        except control.Refused as exc:
             raise ValidationError(
                 {"detail": exc.message, "path": exc.path, "rule": exc.rule}
             ) from exc
@@ -184,7 +184,7 @@ class CommandAnswer(generics.GenericAPIView):
     serializer_class = CommandAnswerSerializer
 
     def get(self, request, cid, unique_id):
-        return Response(self.get_serializer(commands.answer(_station(cid), unique_id)).data)
+        return Response(self.get_serializer(control.answer(_station(cid), unique_id)).data)
 
 
 class MessageList(generics.ListAPIView):

@@ -9,7 +9,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from portal import commands
+from portal import control
 from portal.access import post_with_permission, staff_required
 from portal.forms import CommandForm
 from stations import identity
@@ -96,13 +96,13 @@ def station(request, cid):
     """One station: status, recent frames, presence history, kick, send a command."""
     station = _station_or_404(cid)
     frames, presence = _recent(station)
-    version = commands.version_of(station)
+    version = control.version_of(station)
     context = {
         "station": station,
         "frames": frames,
         "presence": presence,
-        "actions": commands.actions(station),
-        "examples": commands.examples(version),
+        "actions": control.actions(station),
+        "examples": control.examples(version),
         "version": version,
         "form": CommandForm(initial={"action": "Reset" if version else ""}),
         "pending": request.GET.get("command", "")[:36],
@@ -158,8 +158,8 @@ def kick(request, cid):
     station = _station_or_404(cid)
     reason = request.POST.get("reason", "").strip()[:120] or f"kicked by {request.user}"
     try:
-        commands.kick(station, reason)
-    except commands.Refused as exc:
+        control.kick(station, reason)
+    except control.Refused as exc:
         messages.error(request, f"Could not kick {station.cid}: {exc.message}")
     except TimeoutError:
         messages.error(request, f"The gateway did not confirm the kick of {station.cid} in time.")
@@ -176,12 +176,12 @@ def send_command(request, cid):
     form = CommandForm(request.POST)
     if not form.is_valid():
         error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
-        return _refused(request, station, wants_json, commands.Refused(error))
+        return _refused(request, station, wants_json, control.Refused(error))
     try:
-        unique_id, topic = commands.send(
+        unique_id, topic = control.send(
             station, form.cleaned_data["action"], form.cleaned_data["payload"]
         )
-    except commands.Refused as exc:
+    except control.Refused as exc:
         return _refused(request, station, wants_json, exc)
     if wants_json:
         return JsonResponse({"unique_id": unique_id, "topic": topic}, status=202)
@@ -199,4 +199,4 @@ def _refused(request, station, wants_json, exc):
 @staff_required
 def command_answer(request, cid, unique_id):
     """What became of a command: polled by command.js until answered or failed."""
-    return JsonResponse(commands.answer(_station_or_404(cid), unique_id))
+    return JsonResponse(control.answer(_station_or_404(cid), unique_id))

@@ -18,6 +18,11 @@ RETRY_S = 2.0
 POOL_SIZE = 20  # Redis connections per process for claims and kicks (the listener has its own)
 
 
+def kick_message(cid_key: str, reason: str, node: str) -> bytes:
+    """The control message that closes a station's socket in whichever process holds it."""
+    return orjson.dumps({"op": "kick", "cid": cid_key, "reason": reason, "node": node})
+
+
 class Cluster:
     def __init__(self, url: str, node: str, on_claim, on_kick):
         self.url, self.node = url, node
@@ -36,24 +41,22 @@ class Cluster:
         return self.newest.get(cid_key, 0) > seq
 
     async def claim(self, cid_key: str, connection_id: str, seq: int) -> None:
-        await self._publish({"op": "claim", "cid": cid_key, "conn": connection_id, "seq": seq})
+        message = {"op": "claim", "cid": cid_key, "conn": connection_id, "seq": seq}
+        await self._send(orjson.dumps({**message, "node": self.node}), "claim")
 
     async def kick(self, cid_key: str, reason: str) -> None:
         """Close the station's socket wherever it is held."""
         self.on_kick(cid_key, reason)
-        await self._publish({"op": "kick", "cid": cid_key, "reason": reason})
+        await self._send(kick_message(cid_key, reason, self.node), "kick")
 
-    async def _publish(self, message: dict) -> None:
+    async def _send(self, body: bytes, op: str) -> None:
         if self._redis is None:
             return
-        message["node"] = self.node
         try:
-            await self._redis.publish(CHANNEL, orjson.dumps(message))
+            await self._redis.publish(CHANNEL, body)
         except Exception as exc:
             self.healthy = False
-            log.warning(
-                "redis unavailable, %s not shared with other processes: %s", message["op"], exc
-            )
+            log.warning("redis unavailable, %s not shared with other processes: %s", op, exc)
 
     async def run(self) -> None:
         """Listen for other processes' claims and kicks, reconnecting after Redis outages."""

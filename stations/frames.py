@@ -9,10 +9,17 @@ from dataclasses import dataclass, field
 
 import orjson
 
-CALL, CALLRESULT, CALLERROR, CALLRESULTERROR, SEND = 2, 3, 4, 5, 6
-TYPE_NAMES = {2: "CALL", 3: "CALLRESULT", 4: "CALLERROR", 5: "CALLRESULTERROR", 6: "SEND"}
-# 1.6J §4.1.3 and 2.0.1 §4.1.3: the frame types each version defines
-TYPES_BY_VERSION = {"1.6": (2, 3, 4), "2.0.1": (2, 3, 4), "2.1": (2, 3, 4, 5, 6)}
+from stations.codes import (
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    CALLRESULTERROR,
+    SEND,
+    TYPE_NAMES,
+    TYPES_BY_VERSION,
+    rpc_error_code,
+)
+
 MAX_ID_CHARS = 36
 MAX_DESCRIPTION_CHARS = 254
 MAX_DEPTH = 128  # nesting levels; OCPP payloads nest < 10, orjson encodes at most 254
@@ -51,11 +58,6 @@ class Ignored(Exception):
         self.reason = reason
         self.frame_type = frame_type
         self.unique_id = unique_id
-
-
-def rpc_error_code(version: str) -> str:
-    """The code for a frame that cannot be classified: 1.6 has no RpcFrameworkError."""
-    return "FormationViolation" if version == "1.6" else "RpcFrameworkError"
 
 
 def _readable_id(item) -> str:

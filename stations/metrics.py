@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from stations.codes import ERROR_CODES, TYPE_NAMES
 from stations.ocpp_actions import INITIATED_BY
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -33,14 +34,6 @@ SAMPLE_EVERY_S = 1.0
 
 KNOWN_ACTIONS = frozenset(
     action for by in INITIATED_BY.values() for names in by.values() for action in names
-)
-TYPE_NAMES = {2: "CALL", 3: "CALLRESULT", 4: "CALLERROR", 5: "CALLRESULTERROR", 6: "SEND"}
-# OCPP-J error codes of 1.6, 2.0.1 and 2.1 (both spellings of Occur(r)ence)
-ERROR_CODES = frozenset(
-    "NotImplemented NotSupported InternalError ProtocolError SecurityError FormationViolation "
-    "FormatViolation PropertyConstraintViolation OccurenceConstraintViolation "
-    "OccurrenceConstraintViolation TypeConstraintViolation GenericError RpcFrameworkError "
-    "MessageTypeNotSupported".split()
 )
 # a refusal's reason text (consumers, gatekeeper.authenticate, proxy) -> a short, bounded label
 _REFUSALS = (
@@ -180,14 +173,9 @@ def _sync(counter, name: str, value: int) -> None:
 
 def sample(gw, walk_sessions: bool = True) -> None:
     """Copy the gateway's queue depths and its own counters into the metrics."""
-    CONNECTIONS.set(len(gw.sessions))
+    CONNECTIONS.set(len(gw.registry))
     if walk_sessions:
-        queued = 0
-        for consumer in list(gw.sessions.values()):
-            session = getattr(consumer, "session", None)
-            if session is not None:
-                queued += len(session.queue)
-        BACKEND_QUEUE.set(queued)
+        BACKEND_QUEUE.set(sum(len(c.backend_calls.queue) for c in gw.registry.all()))
     MQTT_BUFFER.set(gw.bridge.buffered())
     BROKER_UP.set(1 if gw.bridge.connected else 0)
     LOG_QUEUE.set(len(gw.writer.rows))

@@ -60,6 +60,7 @@ class Writer:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._counters_at = 0.0
+        self.on_flushed = None  # (rows, presence) after each committed batch (stations/live.py)
 
     # --- called on the frame path (never waits) ------------------------------------------------
     def add(
@@ -157,6 +158,8 @@ class Writer:
             try:
                 await self._db_run(_write, rows, presence, counters)
                 self.written += len(rows)
+                if self.on_flushed is not None:
+                    self.on_flushed(rows, presence)
             except Exception as exc:
                 self.failures += 1
                 log.warning("message log write failed, will retry: %s", exc)

@@ -18,6 +18,7 @@ from importlib.util import find_spec
 import fastjsonschema
 from fastjsonschema import JsonSchemaDefinitionException, JsonSchemaValueException
 
+from stations import codes
 from stations.ocpp_actions import INITIATED_BY
 
 log = logging.getLogger(__name__)
@@ -26,15 +27,6 @@ VERSIONS = ("1.6", "2.0.1", "2.1")
 KINDS = ("call", "result", "send")
 _DIRS = {"1.6": "v16", "2.0.1": "v201", "2.1": "v21"}
 
-_GENERIC = {"1.6": "FormationViolation", "2.0.1": "FormatViolation", "2.1": "FormatViolation"}
-# 1.6J and 2.0.1 Part 4 misspell it; 2.1 fixed the spelling.
-_OCCURRENCE = {
-    "1.6": "OccurenceConstraintViolation",
-    "2.0.1": "OccurenceConstraintViolation",
-    "2.1": "OccurrenceConstraintViolation",
-}
-_TYPE = "TypeConstraintViolation"
-_PROPERTY = "PropertyConstraintViolation"
 _OCCURRENCE_RULES = frozenset(
     ("required", "minItems", "maxItems", "minProperties", "maxProperties")
 )
@@ -42,12 +34,6 @@ _PROPERTY_RULES = frozenset(
     "additionalProperties enum const pattern maxLength minLength minimum maximum exclusiveMinimum "
     "exclusiveMaximum multipleOf format".split()
 )
-# Codes that exist under another name (or not at all) in 1.6J; canonical names are 2.1's.
-_ALIASES = {
-    "OccurenceConstraintViolation": "OccurrenceConstraintViolation",
-    "FormationViolation": "FormatViolation",
-}
-_TO_16 = {"RpcFrameworkError": "FormationViolation", "MessageTypeNotSupported": "NotSupported"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,36 +44,19 @@ class Violation:
     description: str
 
 
-def generic_code(version: str) -> str:
-    """The catch-all format error code of a version ("FormationViolation" on 1.6)."""
-    return _GENERIC[version]
-
-
-def normalize_code(code: str) -> str:
-    """Map either spelling of a code to the canonical (2.1) one."""
-    return _ALIASES.get(code, code)
-
-
-def spell(code: str, version: str) -> str:
-    """Spell an error code as the given version's peers expect it."""
-    code = _ALIASES.get(code, code)
-    if code == "OccurrenceConstraintViolation":
-        return _OCCURRENCE[version]
-    if code == "FormatViolation":
-        return _GENERIC[version]
-    if version == "1.6":
-        return _TO_16.get(code, code)
-    return code
+# the error-code table lives in codes.py; these names stay for the modules that use them
+generic_code, normalize_code, spell = codes.generic_code, codes.normalize, codes.spell
 
 
 def _code(version: str, rule: str) -> str:
+    """The error code OCPP-J names for a failed schema rule."""
     if rule == "type":
-        return _TYPE
+        return codes.TYPE_CONSTRAINT
     if rule in _OCCURRENCE_RULES:
-        return _OCCURRENCE[version]
+        return codes.OCCURRENCE[version]
     if rule in _PROPERTY_RULES:
-        return _PROPERTY
-    return _GENERIC[version]
+        return codes.PROPERTY_CONSTRAINT
+    return codes.GENERIC[version]
 
 
 # --- schema files -------------------------------------------------------------------------------
@@ -228,7 +197,7 @@ def check(version: str, action: str, kind: str, payload) -> Violation | None:
         if fn is None:
             return None
     if not isinstance(payload, dict):
-        return Violation(_TYPE, "", "type", "payload: must be object (type)")
+        return Violation(codes.TYPE_CONSTRAINT, "", "type", "payload: must be object (type)")
     try:
         fn(payload)
     except JsonSchemaValueException as exc:

@@ -277,3 +277,34 @@ def django_db_modify_db_settings(tmp_path_factory):
         database.setdefault("TEST", {})["NAME"] = str(
             tmp_path_factory.mktemp("db") / "test.sqlite3"
         )
+
+
+# --- the in-process gateway (tests/asgi_station.py drives stations against it) -------------------
+@pytest.fixture
+async def gateway(settings):
+    """A fresh Gateway for this test's loop, shut down (and its retained status cleared) after."""
+    from stations import gateway as gateway_module
+
+    node = settings.OCPPGW_NODE = f"test-{uuid.uuid4().hex[:10]}"
+    yield
+    gw = gateway_module._gateway
+    if gw is not None and gw.loop is asyncio.get_running_loop():
+        await gw.shutdown()
+        gateway_module._gateway = None
+    clear_retained([f"ocpp/gw/nodes/{node}"])
+
+
+@pytest.fixture
+def station_factory():
+    """station(cid=None, **kwargs) -> Station row; retained presence of each is cleared after."""
+    from channels.db import database_sync_to_async
+
+    cids = []
+
+    async def make(cid=None, **kwargs):
+        station = await database_sync_to_async(new_station)(cid, **kwargs)
+        cids.append(station.cid)
+        return station
+
+    yield make
+    clear_retained([f"ocpp/presence/{cid}" for cid in cids])

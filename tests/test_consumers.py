@@ -1,7 +1,6 @@
 """OcppConsumer on the real ASGI application, with the gateway's bridge on the real Mosquitto.
 
-WebsocketCommunicator bypasses Daphne (no 403, no frame limit, no raw_path): the scope is built
-here as Daphne builds it; tests/e2e/ covers what only Daphne does.
+Stations are driven in process (tests/asgi_station.py); tests/e2e/ covers what only Daphne does.
 """
 
 import asyncio
@@ -9,103 +8,17 @@ import json
 import uuid
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
-from ocppgw.asgi import application
 from stations import gateway as gateway_module
 from stations.models import MessageLog, Station
-from tests.conftest import PASSWORD, basic, clear_retained, new_station, unique_cid
+from tests.asgi_station import MARKER, ChargePoint, connect, probe_for
+from tests.conftest import PASSWORD, basic, unique_cid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # fails its schema, so the gateway answers it at once with a CALLERROR
-MARKER = '[2, "marker", "Heartbeat", []]'
 RPC = {"1.6": "FormationViolation", "2.0.1": "RpcFrameworkError", "2.1": "RpcFrameworkError"}
-
-
-class ChargePoint(WebsocketCommunicator):
-    """A charge point talking to the real application, with the scope Daphne would build."""
-
-    def __init__(self, path: str, *, auth=None, subprotocols=("ocpp1.6",), headers=()):
-        all_headers = [(b"host", b"127.0.0.1"), *headers]
-        if auth is not None:
-            all_headers.append((b"authorization", auth.encode()))
-        self.scope = {
-            "type": "websocket",
-            "path": path.split("?")[0],
-            "raw_path": path.encode(),  # Daphne passes the undecoded bytes here
-            "query_string": b"",
-            "headers": all_headers,
-            "subprotocols": list(subprotocols),
-            "client": ("127.0.0.1", 40000),
-            "server": ("127.0.0.1", 33033),
-        }
-        ApplicationCommunicator.__init__(self, application, self.scope)
-        self.response_headers = None
-
-    async def close_code(self, timeout_s=2) -> int:
-        """The code of the close the application sends next."""
-        output = await self.receive_output(timeout_s)
-        assert output["type"] == "websocket.close", output
-        return output.get("code", 1000)
-
-    async def answer(self, timeout_s=2) -> list:
-        """The next frame the gateway sends to the station, decoded."""
-        return json.loads(await self.receive_from(timeout_s))
-
-
-@pytest.fixture
-async def gateway(settings):
-    """A fresh Gateway for this test's loop, shut down (and its retained status cleared) after."""
-    node = settings.OCPPGW_NODE = f"test-{uuid.uuid4().hex[:10]}"
-    yield
-    gw = gateway_module._gateway
-    if gw is not None and gw.loop is asyncio.get_running_loop():
-        await gw.shutdown()
-        gateway_module._gateway = None
-    clear_retained([f"ocpp/gw/nodes/{node}"])
-
-
-@pytest.fixture
-def station_factory():
-    """station(cid=None, **kwargs) -> Station row; retained presence of each is cleared after."""
-    cids = []
-
-    async def make(cid=None, **kwargs):
-        station = await database_sync_to_async(new_station)(cid, **kwargs)
-        cids.append(station.cid)
-        return station
-
-    yield make
-    clear_retained([f"ocpp/presence/{cid}" for cid in cids])
-
-
-async def connect(cid, *, user=None, password=PASSWORD, version="1.6", path_cid=None):
-    """Connect as `cid` and assert the handshake was accepted with the version."""
-    station = ChargePoint(
-        f"/ocpp/{path_cid or cid}",
-        auth=basic(user or cid, password),
-        subprotocols=[f"ocpp{version}"],
-    )
-    connected, subprotocol = await station.connect(timeout=5)
-    assert connected, "the station was refused"
-    assert subprotocol == f"ocpp{version}"
-    return station
-
-
-async def probe_for(mqtt_probe, cid):
-    probe = mqtt_probe(
-        [
-            f"ocpp/cp/{cid}/#",
-            f"ocpp/cp/Reply/{cid}",
-            f"ocpp/cp/Error/{cid}",
-            f"ocpp/gw/Notice/{cid}",
-            f"ocpp/presence/{cid}",
-        ]
-    )
-    return probe
 
 
 # --- subprotocols ---------------------------------------------------------------------------------

@@ -78,10 +78,17 @@ def test_publish_latency_is_observed_now_or_when_a_buffered_publish_goes_out():
     assert value("ocppgw_publish_latency_seconds_count") == before + 2
 
 
+class _Held(list):
+    """The registry as metrics.sample sees it: a length and a snapshot of conversations."""
+
+    def all(self):
+        return list(self)
+
+
 def _gateway(**counts):
-    session = types.SimpleNamespace(queue=collections.deque([1, 2, 3]))
+    queued, idle = (types.SimpleNamespace(queue=collections.deque(q)) for q in ([1, 2, 3], []))
     return types.SimpleNamespace(
-        sessions={"a": types.SimpleNamespace(session=session), "b": types.SimpleNamespace()},
+        registry=_Held(types.SimpleNamespace(backend_calls=c) for c in (queued, idle)),
         bridge=types.SimpleNamespace(buffered=lambda: 7, connected=True, dropped=counts["dropped"]),
         writer=types.SimpleNamespace(
             rows=[1, 2], written=counts["written"], dropped=counts["log_dropped"], failures=0

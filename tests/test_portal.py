@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from portal import commands, msgsearch, traffic
+from portal import control, msgsearch, traffic
 from stations.models import MessageLog, TopicRule, ValidationExemption
 from tests.conftest import unique_cid
 
@@ -257,17 +257,17 @@ def test_exempted_action_skips_the_portal_check(make_station, monkeypatch):
     station = make_station(connected=True)
     ValidationExemption.objects.create(action="Reset", direction="downstream")
     published = []
-    monkeypatch.setattr(commands, "publish", lambda topic, body: published.append(body))
-    commands.send(station, "Reset", {"type": "Sideways"})
+    monkeypatch.setattr(control, "publish", lambda topic, body: published.append(body))
+    control.send(station, "Reset", {"type": "Sideways"})
     assert orjson.loads(published[0])["Payload"] == {"type": "Sideways"}
 
 
 def test_downstream_topic_follows_a_station_rule(make_station):
     station = make_station("CPRULE")
     TopicRule.objects.create(direction="downstream", template="legacy/${cid}/+/in")
-    assert commands.downstream_topic(station) == "legacy/CPRULE/portal/in"
+    assert control.downstream_topic(station) == "legacy/CPRULE/portal/in"
     TopicRule.objects.create(direction="downstream", station=station, template="x/${cid}/#")
-    assert commands.downstream_topic(station) == "x/CPRULE/portal"
+    assert control.downstream_topic(station) == "x/CPRULE/portal"
 
 
 def test_command_answer_reports_the_stations_answer(admin_client, make_station, make_log):

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from twisted.internet.task import Clock
 
-from ocppgw import server as gateway_server
+from ocppgw.edge import server as gateway_server
 
 CLOSE_TIMEOUT_S = 0.2
 

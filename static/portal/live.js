@@ -1,5 +1,7 @@
-// Live views: the connected-stations table and a station's status/frames, polled from small JSON
-// views (the database is the truth across gateway processes). No framework, no build step.
+// Live views: the connected-stations table and a station's status/frames, read from small JSON
+// views (the database is the truth across gateway processes). The portal's WebSocket
+// (/portal/live/, stations/live.py) says when to read again; while it is closed the views poll.
+// No framework, no build step.
 (function () {
   "use strict";
 
@@ -42,16 +44,32 @@
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     return r.json();
   }
+  // pushed updates: {cids: [...] or null (many), presence: bool} after each log flush
+  const SLOW_POLL_MS = 30000;  // while the socket is open, polling only covers a lost event
+  const live = { open: false, listeners: [] };
+  function connectLive(delay) {
+    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    const ws = new WebSocket(`${scheme}${window.location.host}/portal/live/`);
+    ws.onopen = () => { live.open = true; delay = 1000; };
+    ws.onmessage = (m) => { const d = JSON.parse(m.data); for (const fn of live.listeners) fn(d); };
+    ws.onclose = () => {
+      live.open = false;
+      setTimeout(() => connectLive(Math.min(delay * 2, 30000)), delay);
+    };
+  }
   function poll(every, fn) {
-    let timer = null;
+    let timer = null, soon = null;
     const dot = document.getElementById("live-dot");
     async function tick() {
+      clearTimeout(timer);
       try { await fn(); if (dot) dot.className = "dot live"; }
       catch (e) { if (dot) dot.className = "dot stale"; }
-      timer = setTimeout(tick, every);
+      timer = setTimeout(tick, live.open ? SLOW_POLL_MS : every);
     }
     tick();
-    return () => { clearTimeout(timer); tick(); };
+    // at most one read per 300 ms however many events arrive
+    const now = () => { if (!soon) soon = setTimeout(() => { soon = null; tick(); }, 300); };
+    return now;
   }
   function refreshAgo() {
     for (const n of document.querySelectorAll("[data-ago]")) {
@@ -93,6 +111,9 @@
       status.textContent = `Last update ${utc(new Date().toISOString()).slice(11)} UTC.`;
     }
     const now = poll(1000, update);
+    live.listeners.push((d) => {
+      if (d.presence || d.cids === null || d.cids.some((c) => known.has(c))) now();
+    });
     let typing = null;
     search.addEventListener("input", () => {
       clearTimeout(typing);
@@ -158,7 +179,11 @@
         presence.replaceChildren(...(data.presence.length ? data.presence.map(presenceRow) : [empty(3, "No connections logged yet.")]));
       }
     }
-    poll(2000, update);
+    const now = poll(2000, update);
+    const cid = head.dataset.cid.toLowerCase();
+    live.listeners.push((d) => {
+      if (d.cids === null || d.cids.some((c) => c.toLowerCase() === cid)) now();
+    });
   }
 
   // --- everywhere ---------------------------------------------------------------------------
@@ -175,7 +200,8 @@
   tickClock();
 
   const table = document.getElementById("stations");
-  if (table && table.dataset.liveUrl) stationsPage(table);
   const head = document.getElementById("station");
+  if ((table && table.dataset.liveUrl) || (head && head.dataset.liveUrl)) connectLive(1000);
+  if (table && table.dataset.liveUrl) stationsPage(table);
   if (head && head.dataset.liveUrl) stationPage(head);
 })();

@@ -1,4 +1,4 @@
-"""Operator actions on a station, shared by the portal and the API: send a command, kick, answer.
+"""Operator control of a station, shared by the portal and the API: send a command, kick, answer.
 
 A command is published on the station's downstream topic exactly as a backend would publish it, so
 there is one downstream path (queueing, timeouts, validation, logging all happen in the gateway).
@@ -12,9 +12,9 @@ from urllib.parse import unquote, urlsplit
 import orjson
 from django.conf import settings
 
-from stations import cluster, gateway, topics, validation
-from stations.models import MessageLog, TopicRule, ValidationExemption
-from stations.rules import Rule, RuleSet
+from stations import cluster, config_rows, gateway, topics, validation
+from stations.models import MessageLog, TopicRule
+from stations.policy import ValidationPolicy
 
 # what stands in for a `#` or `+` level of the downstream filter in the topic the portal publishes on
 PORTAL_LEVEL = "portal"
@@ -61,13 +61,8 @@ def downstream_topic(station) -> str:
     if gw is not None:
         rule_set = gw.rules
     else:
-        rules = [
-            Rule(r.direction, r.action, r.station.cid_key if r.station else "", r.template)
-            for r in TopicRule.objects.filter(direction=TopicRule.DOWNSTREAM).select_related(
-                "station"
-            )
-        ]
-        rule_set = RuleSet({"downstream": settings.OCPPGW_DOWNSTREAM_TOPIC}, rules)
+        defaults = {"downstream": settings.OCPPGW_DOWNSTREAM_TOPIC}
+        rule_set = config_rows.rule_set(defaults, TopicRule.DOWNSTREAM)
     template = rule_set.template("downstream", None, station.cid_key)
     return concrete(topics.downstream_filter(template, station.cid, version_of(station)))
 
@@ -79,12 +74,6 @@ def envelope(unique_id: str, action: str, payload: dict) -> bytes:
     )
 
 
-def _exempt(action: str) -> bool:
-    return ValidationExemption.objects.filter(
-        action=action, direction__in=("downstream", "both")
-    ).exists()
-
-
 def send(station, action: str, payload) -> tuple[str, str]:
     """Validate and publish a CALL to the station; returns (UniqueId, topic) or raises Refused."""
     version = version_of(station)
@@ -94,10 +83,11 @@ def send(station, action: str, payload) -> tuple[str, str]:
         raise Refused(f"{action!r} is not an action a CSMS sends in OCPP {version}")
     if not isinstance(payload, dict):
         raise Refused("the payload must be a JSON object")
-    if settings.OCPPGW_VALIDATION in ("all", "downstream") and not _exempt(action):
-        violation = validation.check(version, action, "call", payload)
-        if violation:
-            raise Refused(violation.description, violation.path, violation.rule)
+    policy = ValidationPolicy(settings.OCPPGW_VALIDATION, config_rows.exemptions())
+    # refused even in log mode: an operator typing a command is better told than the station
+    violation = policy.check("downstream", version, action, "call", payload)
+    if violation:
+        raise Refused(violation.description, violation.path, violation.rule)
     unique_id = str(uuid.uuid4())
     topic = downstream_topic(station)
     publish(topic, envelope(unique_id, action, payload))
@@ -105,13 +95,19 @@ def send(station, action: str, payload) -> tuple[str, str]:
 
 
 def publish(topic: str, body: bytes) -> None:
-    """Publish through this process's gateway bridge, else with a short-lived MQTT client."""
+    """Publish through this process's gateway (on its loop), else with a short-lived MQTT client."""
     gw = gateway.current()
     if gw is not None:
-        if gw.bridge.publish(topic, body) is None:
+        # the bridge belongs to the gateway's loop: never call it from a view's thread
+        future = asyncio.run_coroutine_threadsafe(_publish_on_loop(gw, topic, body), gw.loop)
+        if future.result(PUBLISH_WAIT_S) is None:
             raise Refused("the gateway's broker buffer is full; try again shortly")
         return
     _publish_once(topic, body)
+
+
+async def _publish_on_loop(gw, topic: str, body: bytes):
+    return gw.bridge.publish(topic, body)
 
 
 def _publish_once(topic: str, body: bytes) -> None:
@@ -152,10 +148,9 @@ def kick(station, reason: str) -> None:
         raise Refused("no gateway runs in this process and REDIS_URL is unset: cannot reach it")
     import redis
 
-    message = {"op": "kick", "cid": station.cid_key, "reason": reason, "node": "portal"}
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
     try:
-        client.publish(cluster.CHANNEL, orjson.dumps(message))
+        client.publish(cluster.CHANNEL, cluster.kick_message(station.cid_key, reason, "portal"))
     except redis.RedisError as exc:
         raise Refused(f"cannot reach Redis: {exc}") from exc
     finally:

@@ -1,10 +1,10 @@
-"""One station's conversation (Session) against a recording stand-in for the Gateway.
+"""One station's conversation against a recording stand-in for the gateway's port.
 
 The broker is not involved here (tests/test_consumers.py and tests/e2e/ cover it): the stand-in
-records what the session publishes and sends, so queueing, timers and matching are exact.
+records what the conversation publishes and sends, and a manual clock moves time, so queueing,
+timers and matching are exact and nothing sleeps.
 """
 
-import asyncio
 import json
 import time
 from types import SimpleNamespace
@@ -13,14 +13,16 @@ import pytest
 
 from stations import validation
 from stations.bridge import Pending
+from stations.conversation import Conversation
 from stations.limits import TokenBucket
-from stations.session import Session
+from stations.port import StationInfo
+from tests.clock import ManualClock
 
-TIMEOUT_S = 0.15
+TIMEOUT_S = 30
 
 
 class RecordingGateway:
-    """What Session needs of the Gateway; publishes are recorded as (kind, topic-ish, body)."""
+    """The port (stations/port.py) a conversation acts through; publishes are recorded."""
 
     def __init__(self, **settings):
         self.settings = SimpleNamespace(
@@ -34,8 +36,10 @@ class RecordingGateway:
             setattr(self.settings, name, value)
         self.node = "test-node"
         self.published: list[tuple[str, dict]] = []
-        self.writer = SimpleNamespace(add=lambda **row: None, count=lambda *a, **k: None)
-        self.gatekeeper = SimpleNamespace(cache=SimpleNamespace(forget=lambda key: None))
+        self.writer = SimpleNamespace(
+            add=lambda **row: None, count=lambda *a, **k: None, disconnected=lambda *a: None
+        )
+        self.passwords: list[str] = []
 
     def new_bucket(self):
         return TokenBucket(0, 1, time.monotonic())
@@ -43,40 +47,56 @@ class RecordingGateway:
     def check(self, direction, version, action, kind, payload):
         return validation.check(version, action, kind, payload)
 
-    def publish(self, direction, session, action, frame, body):
+    def publish(self, direction, station, action, frame, body):
         self.published.append((direction, json.loads(body)))
         pending = Pending(direction, body, 1, False, None)
         pending.sent = True  # as if the broker took it at once
         return pending, direction
 
-    def publish_raw(self, kind, session, action, unique_id, body):
+    def publish_raw(self, kind, station, action, unique_id, body):
         self.published.append((kind, json.loads(body)))
         return kind
 
     def respond(self, topic, correlation, body):
         self.published.append(("response:" + topic, json.loads(body)))
 
+    def publish_presence(self, cid, status, connection_id, version, reason):
+        self.published.append(("presence", {"status": status, "reason": reason}))
+
+    def store_password(self, station, secret):
+        self.passwords.append(secret)
+
+    def unregister(self, conversation):
+        return True
+
     def on(self, kind):
         return [body for k, body in self.published if k == kind]
 
 
+class RecordingLink:
+    def __init__(self):
+        self.sent: list[list] = []
+        self.closed: list[tuple] = []
+
+    def send(self, text):
+        self.sent.append(json.loads(text))
+
+    def close(self, code, reason=None):
+        self.closed.append((code, reason))
+
+
 @pytest.fixture
-def make_session():
+def clock():
+    return ManualClock(1000.0)
+
+
+@pytest.fixture
+def make_session(clock):
     def make(version="1.6", **settings):
         gw = RecordingGateway(**settings)
-        sent: list[list] = []
-        closed: list[int] = []
-        session = Session(
-            gw,
-            cid="CP1",
-            cid_key="cp1",
-            station_id=None,
-            version=version,
-            connection="c1",
-            send=lambda text: sent.append(json.loads(text)),
-            close=closed.append,
-        )
-        return session, gw, sent
+        link = RecordingLink()
+        station = StationInfo("CP1", "cp1", None, version, connection_id="c1")
+        return Conversation(gw, station, link, clock), gw, link.sent
 
     return make
 
@@ -115,12 +135,12 @@ async def test_queue_full_is_answered_on_the_error_topic(make_session):
     assert len(sent) == 1
 
 
-async def test_unanswered_backend_call_times_out_and_the_next_one_goes(make_session):
+async def test_unanswered_backend_call_times_out_and_the_next_one_goes(make_session, clock):
     session, gw, sent = make_session()
     backend(session, reset("b0"))
-    await asyncio.sleep(TIMEOUT_S * 0.5)
+    clock.advance(TIMEOUT_S * 0.5)
     backend(session, reset("b1"))
-    await asyncio.sleep(TIMEOUT_S * 0.7)
+    clock.advance(TIMEOUT_S * 0.7)
     [error] = gw.on("error")
     assert (error["UniqueId"], error["ErrorDetails"]["reason"]) == ("b0", "timeout")
     assert [f[1] for f in sent] == ["b0", "b1"]
@@ -128,28 +148,28 @@ async def test_unanswered_backend_call_times_out_and_the_next_one_goes(make_sess
     session.on_text('[3, "b0", {"status": "Accepted"}]')
     assert gw.on("reply")[-1]["Late"] is True
     assert gw.on("notice")[-1]["ErrorDetails"]["reason"] == "late"
-    assert session.inflight.frame.id == "b1"
+    assert session.backend_calls.inflight.frame.id == "b1"
 
 
-async def test_queued_call_with_almost_no_time_left_is_never_sent(make_session):
+async def test_queued_call_with_almost_no_time_left_is_never_sent(make_session, clock):
     session, gw, sent = make_session()
     backend(session, reset("b0"))
-    await asyncio.sleep(TIMEOUT_S * 0.02)
+    clock.advance(TIMEOUT_S * 0.02)
     backend(session, reset("b1"))  # b0's timeout frees the station when b1 has ~2% left
-    await asyncio.sleep(TIMEOUT_S * 1.1)
+    clock.advance(TIMEOUT_S * 1.1)
     assert [f[1] for f in sent] == ["b0"]
     errors = {e["UniqueId"]: e["ErrorDetails"]["reason"] for e in gw.on("error")}
     assert errors == {"b0": "timeout", "b1": "timeout"}
 
 
-async def test_station_call_unanswered_by_the_backend_gets_internal_error(make_session):
+async def test_station_call_unanswered_by_the_backend_gets_internal_error(make_session, clock):
     session, gw, sent = make_session()
     session.on_text('[2, "c1", "Heartbeat", {}]')
     session.on_text('[2, "c2", "Heartbeat", {}]')  # pipelined: not punished
     assert [b["UniqueId"] for b in gw.on("upstream")] == ["c1", "c2"]
     backend(session, {"MessageTypeId": 3, "UniqueId": "c2", "Payload": {"currentTime": "2025-01-01T00:00:00Z"}})  # fmt: skip
     assert sent == [[3, "c2", {"currentTime": "2025-01-01T00:00:00Z"}]]
-    await asyncio.sleep(TIMEOUT_S * 1.5)
+    clock.advance(TIMEOUT_S * 1.5)
     assert sent[1] == [4, "c1", "InternalError", "no answer from the backend", {}]
     # the backend answers after the timeout: a notice, never a second answer to the station
     backend(session, {"MessageTypeId": 3, "UniqueId": "c1", "Payload": {}})
@@ -200,8 +220,8 @@ async def test_invalid_callresult_on_21_gets_a_callresulterror(make_session):
     backend(session, reset("r1", "2.1"))
     session.on_text('[3, "r1", {"status": "Maybe"}]')
     assert sent[-1][:3] == [5, "r1", "PropertyConstraintViolation"]
-    [notice] = gw.on("notice")
-    assert (notice["ErrorDetails"]["reason"], notice["ErrorDetails"]["path"]) == ("invalid", "status")  # fmt: skip
+    [error] = gw.on("error")  # the backend's own CALL: answered on its error topic
+    assert (error["UniqueId"], error["ErrorDetails"]["reason"], error["ErrorDetails"]["path"]) == ("r1", "invalid", "status")  # fmt: skip
     assert gw.on("reply") == []
 
 
@@ -210,7 +230,9 @@ async def test_invalid_callresult_on_16_is_not_answered(make_session):
     backend(session, reset("r1"))
     session.on_text('[3, "r1", {"status": "Maybe"}]')
     assert len(sent) == 1  # only the Reset itself
-    assert gw.on("notice")[0]["ErrorDetails"]["reason"] == "invalid"
+    [error] = gw.on("error")
+    assert (error["UniqueId"], error["ErrorDetails"]["reason"]) == ("r1", "invalid")
+    assert error["ErrorDetails"]["rule"] == "enum"
 
 
 async def test_callresulterror_from_the_station_names_the_action_it_answered(make_session):
@@ -238,19 +260,20 @@ async def test_send_to_a_21_station_is_sent_without_waiting_for_an_answer(make_s
     assert [f[0] for f in sent] == [6, 2]  # not queued behind anything, no timer
 
 
-async def test_disconnect_answers_every_waiting_backend_call_offline(make_session):
+async def test_disconnect_answers_every_waiting_backend_call_offline(make_session, clock):
     session, gw, _sent = make_session()
     for n in range(3):
         backend(session, reset(f"b{n}"))
-    session.end("closed (1006)")
+    session.finish("closed (1006)")
     errors = gw.on("error")
     assert [e["UniqueId"] for e in errors] == ["b0", "b1", "b2"]
     assert {e["ErrorDetails"]["reason"] for e in errors} == {"offline"}
-    await asyncio.sleep(TIMEOUT_S * 1.5)  # and no timer fires afterwards
+    assert gw.on("presence") == [{"status": "disconnected", "reason": "closed (1006)"}]
+    clock.advance(TIMEOUT_S * 1.5)  # and no timer fires afterwards
     assert len(gw.on("error")) == 3
 
 
-def _held_by_sessions(before, after) -> int:
+def _held_by_conversations(before, after) -> int:
     stats = after.compare_to(before, "filename")
     return sum(st.size_diff for st in stats if "/stations/" in st.traceback[0].filename)
 
@@ -262,8 +285,8 @@ async def _answered_calls(session, gw, sent, first: int, count: int) -> int:
         session.on_text(f'[2, "call-{n:06d}", "Heartbeat", {{}}]')
         backend(session, {"MessageTypeId": 3, "UniqueId": f"call-{n:06d}", "Payload": {"currentTime": now}})  # fmt: skip
         answers += sum(1 for frame in sent if frame[:2] == [3, f"call-{n:06d}"])
-        del gw.published[:], sent[:]  # the stand-in's records, not the session's memory
-        await asyncio.sleep(0)  # the loop drops cancelled timers as it runs
+        del gw.published[:], sent[:]  # the stand-in's records, not the conversation's memory
+        session.clock.advance(0)  # as the loop drops cancelled timers as it runs
     return answers
 
 
@@ -286,7 +309,7 @@ async def test_a_station_answered_for_hours_holds_no_more_memory(make_session, v
     finally:
         tracemalloc.stop()
     assert answers == 2000
-    assert _held_by_sessions(before, after) < 8 * 1024
+    assert _held_by_conversations(before, after) < 8 * 1024
 
 
 async def test_callresulterror_names_an_action_answered_dozens_of_calls_before(make_session):

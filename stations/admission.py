@@ -1,0 +1,90 @@
+"""Whether a WebSocket handshake becomes a station connection (docs/contract.md §1).
+
+Identity from the path, the gateway accepting, HTTP Basic against Django credentials, the
+security profile against the transport, and the subprotocol: each check is one call into a core
+module; the consumer only acts on the verdict.
+"""
+
+import dataclasses
+import datetime
+import secrets
+
+from channels.db import database_sync_to_async
+
+from ocppgw import logs
+from stations import auth, identity, proxy
+from stations.port import StationInfo
+
+
+@dataclasses.dataclass(slots=True)
+class Refused:
+    reason: str
+    cid: str  # as seen in the path (shortened when it is not a valid id)
+    known: bool = True  # a valid id: the refusal is written to the message log
+
+
+@dataclasses.dataclass(slots=True)
+class Admitted:
+    station: StationInfo
+    address: str
+    subprotocol: str | None  # None: the station offered none and the default was taken
+    version_ok: bool = True  # False: no acceptable subprotocol (complete the handshake, close 1002)
+
+
+async def admit(gw, scope) -> Refused | Admitted:
+    """The verdict on one handshake."""
+    s = gw.settings
+    cid = identity.cid_from_raw_path(scope.get("raw_path") or b"") or ""
+    problem = identity.validate(cid)
+    if problem:
+        return Refused(problem, cid[:48], known=False)
+    logs.cid_var.set(cid)  # the consumer's task: every later log line names the station
+    cid_key = identity.key(cid)
+    if not gw.accepting:
+        return Refused("gateway not accepting: broker unavailable", cid)
+    headers = dict(scope.get("headers") or [])
+    client_ip = (scope.get("client") or [None])[0]
+    tls, subject, address = proxy.transport(client_ip, headers, tuple(s.OCPPGW_TRUSTED_PROXIES))
+    if s.OCPPGW_AUTH == "none":
+        credentials = await _station_for(cid, cid_key)
+    else:
+        credentials, reason = await gw.gatekeeper.authenticate(
+            cid_key, headers.get(b"authorization"), address
+        )
+        if credentials is None:
+            return Refused(reason, cid)
+    refusal = proxy.profile_refusal(credentials.security_profile, tls, subject, cid_key)
+    if refusal:
+        return Refused(refusal, cid)
+    offered = scope.get("subprotocols") or []
+    version = pick_version(offered, s.OCPPGW_SUBPROTOCOLS, s.OCPPGW_DEFAULT_SUBPROTOCOL)
+    station = StationInfo(
+        credentials.cid,  # as created
+        cid_key,
+        credentials.station_id,
+        version or "",
+        connection_id=secrets.token_hex(8),
+        claim_seq=gw.cluster.next_seq(),
+        authenticated_at=datetime.datetime.now(datetime.UTC),
+    )
+    subprotocol = f"ocpp{version}" if offered and version else None
+    return Admitted(station, address, subprotocol, version_ok=version is not None)
+
+
+def pick_version(offered, accepted, default: str) -> str | None:
+    """The OCPP version of the first offered subprotocol we accept (the station's preference)."""
+    for name in offered:
+        if name in accepted:
+            return name.removeprefix("ocpp")
+    if not offered and default:
+        return default.removeprefix("ocpp")
+    return None
+
+
+@database_sync_to_async
+def _station_for(cid: str, cid_key: str) -> auth.Credentials:
+    """OCPPGW_AUTH=none: stations appear on first connect."""
+    from stations.models import Station
+
+    station, _ = Station.objects.get_or_create(cid_key=cid_key, defaults={"cid": cid})
+    return auth.Credentials(station.id, station.cid, cid_key, True, True, 1, "", "", None)

@@ -1,0 +1,75 @@
+"""The stations this process holds: one current conversation per station, newest wins.
+
+A station reconnecting replaces its older connection here and, through Redis claims
+(cluster.py), in every other process. Each held station has its downstream subscription.
+"""
+
+from stations import topics
+
+
+class Registry:
+    def __init__(self, bridge, cluster, rules):
+        self.bridge, self.cluster = bridge, cluster
+        self.rules = rules  # the current RuleSet; replaced by `resubscribe`
+        self._held: dict = {}  # cid_key -> Conversation
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, cid_key: str) -> bool:
+        return cid_key in self._held
+
+    def get(self, cid_key: str):
+        return self._held.get(cid_key)
+
+    def all(self) -> list:
+        """A snapshot of the held conversations (safe to close them while iterating)."""
+        return list(self._held.values())
+
+    async def register(self, conversation) -> None:
+        """Make `conversation` the station's current one, replacing any older one anywhere."""
+        st = conversation.station
+        old = self._held.get(st.cid_key)
+        self._held[st.cid_key] = conversation
+        if old is not None and old is not conversation:
+            old.replaced()
+        self.bridge.subscribe(self._filter(conversation, self.rules))
+        await self.cluster.claim(st.cid_key, st.connection_id, st.claim_seq)
+
+    def unregister(self, conversation) -> bool:
+        """Forget a connection; True when it was the station's current one."""
+        st = conversation.station
+        if self._held.get(st.cid_key) is not conversation:
+            return False
+        del self._held[st.cid_key]
+        self.bridge.unsubscribe(self._filter(conversation, self.rules))
+        return not self.cluster.superseded(st.cid_key, st.claim_seq)
+
+    def on_claim(self, cid_key: str, connection_id: str, seq: int) -> None:
+        """Another process took the station with a newer connection."""
+        held = self._held.get(cid_key)
+        if held is None:
+            return
+        st = held.station
+        if st.connection_id != connection_id and st.claim_seq < seq:
+            held.replaced()
+
+    def on_kick(self, cid_key: str, reason: str) -> None:
+        held = self._held.get(cid_key)
+        if held is not None:
+            held.kick(reason)
+
+    def resubscribe(self, rules) -> None:
+        """Topic rules changed: move every held station whose downstream filter changed."""
+        old_rules, self.rules = self.rules, rules
+        for conversation in self.all():
+            old, new = self._filter(conversation, old_rules), self._filter(conversation, rules)
+            if new != old:
+                self.bridge.unsubscribe(old)
+                self.bridge.subscribe(new)
+
+    @staticmethod
+    def _filter(conversation, rules) -> str:
+        st = conversation.station
+        template = rules.template("downstream", None, st.cid_key)
+        return topics.downstream_filter(template, st.cid, st.version)

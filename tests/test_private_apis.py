@@ -1,0 +1,121 @@
+"""Every private detail of Daphne, Twisted, autobahn, paho and asyncio the gateway relies on.
+
+These are not public APIs: an upgrade may rename them silently. Each check names the module of
+ours that depends on it, so an upgrade fails here, loudly, instead of in production.
+"""
+
+import asyncio
+import functools
+import inspect
+
+import paho.mqtt.client as mqtt
+import pytest
+from daphne import server as daphne_server
+from daphne import ws_protocol
+from twisted.internet import abstract, tcp
+
+
+def _source(obj) -> str:
+    return inspect.getsource(obj)
+
+
+def test_daphne_hands_each_consumer_a_partial_of_handle_reply_and_a_queue_get():
+    # ocppgw/edge/socket.py: SocketWriter calls protocol.handle_reply directly; backlog() reads
+    # the queue behind `receive`
+    source = _source(daphne_server.Server.create_application)
+    assert "partial(self.handle_reply, protocol)" in source
+    assert "receive=input_queue.get" in source
+    queue = asyncio.Queue()
+    assert queue.get.__self__ is queue
+    assert (
+        functools.partial(daphne_server.Server.handle_reply, None).func.__name__ == "handle_reply"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "connections",
+        "create_application",
+        "application_checker",
+        "timeout_checker",
+        "protocol_connected",
+        "protocol_disconnected",
+        "handle_reply",
+    ],
+)
+def test_daphne_server_members_the_gateway_server_overrides_or_reads(name):
+    # ocppgw/edge/server.py (GatewayServer)
+    server = daphne_server.Server
+    assert hasattr(server, name) or f"self.{name} = " in _source(server)
+
+
+def test_daphne_application_checker_body_is_the_one_we_copied():
+    # ocppgw/edge/server.py _check_application() copies the loop body of Daphne 4.2
+    source = _source(daphne_server.Server.application_checker)
+    for fragment in ("application_close_timeout", "handle_exception", "del self.connections"):
+        assert fragment in source
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "applicationCreateWorked",
+        "handle_reply",
+        "serverClose",
+        "sendData",
+        "onMessage",
+        "check_timeouts",
+        "sendClose",
+        "sendCloseFrame",
+        "_closeConnection",
+        "STATE_OPEN",
+    ],
+)
+def test_websocket_protocol_members_the_backpressure_protocol_overrides_or_calls(name):
+    # ocppgw/edge/wsprotocol.py (BackpressureWebSocketProtocol)
+    assert hasattr(ws_protocol.WebSocketProtocol, name)
+
+
+def test_websocket_protocol_instance_state_we_read():
+    # ocppgw/edge/server.py reads last_ping and socket_opened; wsprotocol.py send_queue, is_open
+    source = _source(ws_protocol.WebSocketProtocol)
+    assert "self.last_ping" in source and "self.socket_opened" in source
+    from autobahn.websocket import protocol as autobahn
+
+    autobahn_source = _source(autobahn.WebSocketProtocol)
+    assert "self.send_queue" in autobahn_source
+    assert "self.is_open" in autobahn_source and "self.is_closed" in autobahn_source
+    assert ws_protocol.WebSocketFactory.protocol is not None
+
+
+def test_twisted_tcp_server_write_buffer_state():
+    # ocppgw/edge/wsprotocol.py _write_at_once() writes only when Twisted's buffer is empty
+    for name in ("dataBuffer", "disconnecting", "_writeDisconnected", "connected"):
+        assert hasattr(tcp.Server, name), name
+    assert "_tempDataBuffer" in _source(abstract.FileDescriptor)
+    assert "self.socket" in _source(tcp.Connection.__init__)
+
+
+def test_asyncio_queue_takes_items_through_get():
+    # ocppgw/edge/wsprotocol.py patches the application queue's _get to resume reading
+    queue = asyncio.Queue()
+    taken = []
+    original = queue._get
+
+    def spy():
+        taken.append(True)
+        return original()
+
+    queue._get = spy
+    queue.put_nowait(1)
+    assert queue.get_nowait() == 1 and taken
+
+
+def test_paho_internals_the_bridge_uses():
+    # stations/bridge.py: drops the per-filter callback lookup, withdraws unsent messages
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    for name in ("_on_message_filtered", "_out_message_mutex", "_out_messages"):
+        assert hasattr(client, name), name
+    # bridge._NoFilters stands in for paho's filter tree through this one call
+    assert "self._on_message_filtered.iter_match(" in _source(mqtt.Client)
