@@ -16,7 +16,7 @@ class StationInfo:
 
     cid: str  # as the station spells it (as created, once authenticated)
     cid_key: str  # identity.key(cid): what stations are matched by
-    station_id: int | None  # the Station row (None for an OfflineStation answer)
+    station_id: int | None  # the Station row (None when answering for a station held nowhere)
     version: str  # "1.6", "2.0.1", "2.1"; "" when unknown
     connection_id: str = ""
     claim_seq: int = 0  # orders connections of one station across processes (cluster.py)
