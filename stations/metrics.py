@@ -110,15 +110,16 @@ _frame_children: dict[tuple, object] = {}
 # --- the frame path --------------------------------------------------------------------------
 def frame(direction: str, frame_type: int | None, action: str | None) -> None:
     """Count one frame from ("in") or to ("out") a station; other directions are ignored."""
-    key = (direction, frame_type, action)
+    if direction not in ("in", "out"):
+        return
+    # keyed by the label, never by the station's raw action text: a hostile station sending
+    # random action names once grew this cache by ~360 KB (up to 10,000 keys of its text)
+    name = action if action in KNOWN_ACTIONS else ("none" if not action else "other")
+    key = (direction, frame_type, name)
     child = _frame_children.get(key)
     if child is None:
-        if direction not in ("in", "out"):
-            return
-        name = action if action in KNOWN_ACTIONS else ("none" if not action else "other")
         child = FRAMES.labels(direction, TYPE_NAMES.get(frame_type, "unparsed"), name)
-        if len(_frame_children) < 10000:  # unknown actions map to one child: the dict is small
-            _frame_children[key] = child
+        _frame_children[key] = child  # bounded: 2 directions x 6 types x the OCPP actions
     child.inc()
 
 
