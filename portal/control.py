@@ -7,12 +7,11 @@ Views are sync; the gateway's loop runs in another thread of the same process, o
 
 import asyncio
 import uuid
-from urllib.parse import unquote, urlsplit
 
 import orjson
 from django.conf import settings
 
-from stations import cluster, config_rows, gateway, topics, validation
+from stations import cluster, config_rows, gateway, mqtt_url, topics, validation
 from stations.models import MessageLog, TopicRule
 from stations.policy import ValidationPolicy
 
@@ -113,17 +112,13 @@ async def _publish_on_loop(gw, topic: str, body: bytes):
 def _publish_once(topic: str, body: bytes) -> None:
     import paho.mqtt.client as mqtt
 
-    url = urlsplit(settings.MQTT_URL)
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"ocppgw-portal-{uuid.uuid4()}"
     )
-    if url.username:
-        client.username_pw_set(unquote(url.username), unquote(url.password or ""))
-    if url.scheme == "mqtts":
-        client.tls_set()
+    host, port = mqtt_url.configure(client, settings.MQTT_URL)
     try:
         # blocking calls are fine here: this runs in a sync view's worker thread, not on a loop
-        client.connect(url.hostname, url.port or (8883 if url.scheme == "mqtts" else 1883), 10)
+        client.connect(host, port, 10)
         client.loop_start()
         info = client.publish(topic, body, qos=max(1, settings.OCPPGW_MQTT_QOS))
         info.wait_for_publish(PUBLISH_WAIT_S)

@@ -16,16 +16,14 @@ import collections
 import contextlib
 import logging
 import socket
-import ssl
 import threading
 import time
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stations import metrics
+from stations import metrics, mqtt_url
 
 log = logging.getLogger("ocppgw.bridge")
 
@@ -114,21 +112,13 @@ class Bridge:
         self._window = 65535  # the broker's Receive Maximum (MQTT 5), read from its CONNACK
         self._pump_soon = False
         self.v5 = protocol == "5"
-        parts = urlsplit(url)
-        self.host, self.port = (
-            parts.hostname,
-            parts.port or (8883 if parts.scheme == "mqtts" else 1883),
-        )
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"ocppgw-{node}"[:64],
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
             **({} if self.v5 else {"clean_session": True}),
         )
-        if parts.username:
-            self.client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
-        if parts.scheme == "mqtts":
-            self.client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        self.host, self.port = mqtt_url.configure(self.client, url)
         # paho's own in-flight window rescans every queued message on each PUBACK (O(n) per
         # acknowledgement: a third of the CPU at 1,000 in flight), and it ignores the broker's
         # Receive Maximum: the bridge keeps that window itself (_window, _pump)

@@ -160,6 +160,17 @@ def wait_until(predicate, timeout_s: float, what: str, step_s: float = 0.02):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+async def until(predicate, timeout_s: float, what: str, step_s: float = 0.05):
+    """`wait_until` for async tests: the loop keeps running (readers, senders) while it waits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(step_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
 class MqttProbe:
     """A backend on the real broker: subscribes to filters and records what arrives.
 

@@ -8,19 +8,19 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from tests.gateway_process import RungatewayProcess
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "screenshots"
@@ -45,15 +45,14 @@ def wait_until(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-class Gateway:
+class Gateway(RungatewayProcess):
     """One `manage.py rungateway` on a free port with its own SQLite file."""
 
     def __init__(self, workdir: Path, cid: str, *, redis_url: str = "", set_up: bool = True):
         """With set_up False the database in `workdir` is another gateway's (several processes)."""
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
         self.cid = cid
-        self.env = {
+        env = {
             **os.environ,
             "DEBUG": "true",
             "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
@@ -61,7 +60,8 @@ class Gateway:
             "DJANGO_SUPERUSER_PASSWORD": ADMIN[1],
             "REDIS_URL": redis_url,
         }
-        self.log = open(workdir / f"gateway-{self.port}.log", "w")  # closed in stop()
+        args = ["--host", "127.0.0.1", "--port", str(port)]
+        super().__init__(workdir / f"gateway-{port}.log", env, args, port=port)
         if set_up:
             # one process for the three set-up commands: each Django start costs a second or two
             setup = (
@@ -70,50 +70,17 @@ class Gateway:
                 f"c('createsuperuser', interactive=False, username='{ADMIN[0]}', email='o@x.io');"
                 f"c('createstation', '{cid}', password='{STATION_PASSWORD}')"
             )
-            self._manage("shell", "-c", setup)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "rungateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(self._healthy, 20, "the gateway to serve /healthz")
-
-    def _manage(self, *args):
-        subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO,
-            env=self.env,
-            check=True,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+            with open(self.log_path, "ab") as out:
+                subprocess.run(
+                    [sys.executable, "manage.py", "shell", "-c", setup],
+                    cwd=REPO,
+                    env=self.env,
+                    check=True,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+        self.start(timeout_s=20)
+        self.url = f"http://127.0.0.1:{port}"  # the portal; a station connects to ws_url(cid)
 
 
 class Backend:

@@ -14,8 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,7 +21,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.conftest import PASSWORD, basic, clear_retained, free_port, port_open, wait_until
+from tests.conftest import PASSWORD, basic, clear_retained, free_port
+from tests.gateway_process import RungatewayProcess
 
 REPO = Path(__file__).resolve().parents[2]
 POOL_SIZE = 120
@@ -96,78 +95,28 @@ def template_db(tmp_path_factory, pool) -> Path:
     clear_retained([f"ocpp/presence/{cid}" for cid in pool.cids])
 
 
-class Gateway:
+class Gateway(RungatewayProcess):
     """A real `rungateway` on a free port; its output goes to a log file."""
 
     def __init__(self, workdir: Path, template: Path, env: dict):
-        self.port = free_port()
-        self.node = f"e2e-{self.port}"
-        db = workdir / f"gw-{self.port}.sqlite3"
+        port = free_port()
+        self.node = f"e2e-{port}"
+        db = workdir / f"gw-{port}.sqlite3"
         shutil.copy(template, db)
-        self.env = _env({"DATABASE_URL": f"sqlite:///{db}", "OCPPGW_NODE": self.node, **env})
-        self.log_path = workdir / f"gw-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
+        env = _env({"DATABASE_URL": f"sqlite:///{db}", "OCPPGW_NODE": self.node, **env})
+        args = ["--host", "127.0.0.1", "--port", str(port)]
+        super().__init__(workdir / f"gw-{port}.log", env, args, port=port)
 
-    def start(self) -> "Gateway":
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "rungateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def wait_ready(self) -> "Gateway":
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gateway exited:\n{self.log()[-3000:]}")
-            return port_open(self.port) and self.http("/readyz")[0] == 200
-
-        wait_until(ready, 30, f"gateway on {self.port} to be ready", step_s=0.1)
-        return self
-
-    def http(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except OSError:
-            return 0, b""
-
-    def url(self, cid: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/ocpp/{cid}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    url = RungatewayProcess.ws_url
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None:
-            self._log.close()
-        self.proc = None
+        super().stop()
         clear_retained([f"ocpp/gw/nodes/{self.node}"])
 
 
 def start_gateways(workdir: Path, template: Path, envs: list[dict]) -> list[Gateway]:
     """Start several gateways at once (they start in parallel), each ready on return."""
-    gateways = [Gateway(workdir, template, env).start() for env in envs]
+    gateways = [Gateway(workdir, template, env).launch() for env in envs]
     for gw in gateways:
         gw.wait_ready()
     return gateways

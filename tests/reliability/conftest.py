@@ -6,7 +6,6 @@ shared services on 1883/6379/5432 are never stopped. Every wait is bounded in ti
 """
 
 import contextlib
-import json
 import os
 import shutil
 import sqlite3
@@ -14,15 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.conftest import free_port, port_open, wait_until
-from tests.reliability.services import PG_BIN, Mosquitto, Postgres, Redis, stop_process
+from tests.conftest import free_port
+from tests.gateway_process import RungatewayProcess
+from tests.reliability.services import PG_BIN, Mosquitto, Postgres, Redis
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -85,73 +83,17 @@ def migrated_sqlite(tmp_path_factory) -> Path:
     return path
 
 
-class Gateway:
+class Gateway(RungatewayProcess):
     """A real `rungateway` process on a free port; its output goes to a log file."""
 
     def __init__(self, workdir: Path, env: dict, host: str = "127.0.0.1"):
         self.dir = workdir
-        self.host = host
-        self.port = free_port()
-        self.env = {**os.environ, **BASE_ENV, "OCPPGW_NODE": f"rel-{self.port}", **env}
-        self.log_path = workdir / f"gateway-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
+        port = free_port()
+        env = {**os.environ, **BASE_ENV, "OCPPGW_NODE": f"rel-{port}", **env}
+        args = ["--host", host, "--port", str(port)]
+        super().__init__(workdir / f"gateway-{port}.log", env, args, host=host, port=port)
 
-    def start(self, wait_ready: bool = True) -> "Gateway":
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [PY, "manage.py", "rungateway", "--host", self.host, "--port", str(self.port)],
-            cwd=REPO,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(self._serving, 30, f"gateway on {self.port} (log {self.log_path})")
-        if wait_ready:
-            wait_until(lambda: self.readyz()[0] == 200, 20, "gateway /readyz 200")
-        return self
-
-    def _serving(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"gateway exited: {self.log()[-3000:]}")
-        return port_open(self.port, self.host)
-
-    def url(self, cid: str) -> str:
-        return f"ws://{self.host}:{self.port}/ocpp/{cid}"
-
-    def http(self, path: str, timeout_s: float = 5) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(
-                f"http://{self.host}:{self.port}{path}", timeout=timeout_s
-            ) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def readyz(self) -> tuple[int, dict]:
-        try:
-            status, body = self.http("/readyz")
-        except OSError:
-            return 0, {}
-        return status, json.loads(body or b"{}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def rss(self) -> int:
-        import psutil
-
-        return psutil.Process(self.proc.pid).memory_info().rss
-
-    def fds(self) -> int:
-        import psutil
-
-        return psutil.Process(self.proc.pid).num_fds()
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout_s=15)
-        if self.proc is not None:
-            self._log.close()
-        self.proc = None
+    url = RungatewayProcess.ws_url
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import until
 from tests.reliability.clients import Station, basic, close_all, refused_status
 from tests.reliability.conftest import make_stations, manage, sqlite_rows
 
@@ -109,10 +110,11 @@ async def test_passwords_are_stored_only_as_django_hashes(gateway_factory):
     make_stations(db, [("au-hash", PASSWORD, 1)])
     s = await Station(gw.url("au-hash"), "au-hash", headers=basic("au-hash", PASSWORD)).open()
     await s.send([2, "1", "Heartbeat", {}])
-    await asyncio.sleep(0.3)
+    await until(s.answers, 10, "the Heartbeat's answer")
     await s.close()
     assert await refused_status(gw.url("au-hash"), basic("au-hash", WRONG)) == 403
-    await asyncio.sleep(1.5)  # the log batch is written
+    logged = "SELECT 1 FROM stations_messagelog WHERE cid = 'au-hash' AND action = 'Heartbeat'"
+    await until(lambda: sqlite_rows(gw, logged), 10, "the Heartbeat in the message log")
     hashes = sqlite_rows(gw, "SELECT password FROM auth_user WHERE username = 'au-hash'")
     assert hashes and hashes[0][0].startswith("pbkdf2_sha256_station$")
     dump = manage(db, "dumpdata", "--indent", "0")  # every table, the message log included

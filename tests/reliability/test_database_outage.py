@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.conftest import until
 from tests.reliability.clients import Station, basic, close_all, open_all, refused_status
 from tests.reliability.conftest import make_stations, manage, metric
 
@@ -95,7 +96,21 @@ async def test_database_outage_keeps_bridging_buffers_log_and_recovers(
         await asyncio.sleep(0.2)
     await asyncio.gather(*senders)
     assert await refused_status(gw.url(late_cid), basic(late_cid, PASSWORD)) is None
-    await asyncio.sleep(2)  # answers and the last log flush
+    all_sent = [uid for c in cids for uid in sent[c]]
+
+    def answered():
+        return {uid for s in stations[1:] for uid, a in s.answers().items() if a[0][1][0] == 3}
+
+    await until(lambda: answered() >= set(all_sent), 15, "every CALL answered")
+    # the last log flush after the last answer: nothing queued, and no batch mid-write (the
+    # written count stands still across two scrapes)
+    written = []
+
+    def flushed():
+        written.append(metric(gw, "ocppgw_log_rows_written_total"))
+        return metric(gw, "ocppgw_log_queued") == 0 and written[-2:] == [written[-1]] * 2
+
+    await until(flushed, 10, "the message log flushed", step_s=0.5)
 
     # bridging never stopped: every CALL was published once and answered with its CALLRESULT
     published = [
@@ -103,10 +118,8 @@ async def test_database_outage_keeps_bridging_buffers_log_and_recovers(
         for _, t, p, _ in recorder.snapshot()
         if t.split("/")[2].startswith(prefix)  # the shared broker carries others' traffic too
     ]
-    all_sent = [uid for c in cids for uid in sent[c]]
     assert sorted(published) == sorted(all_sent)
-    answered = {uid for s in stations[1:] for uid, a in s.answers().items() if a[0][1][0] == 3}
-    assert answered == set(all_sent)
+    assert answered() == set(all_sent)
 
     # the log: rows of the outage kept up to the bound, the rest dropped and counted
     code = (

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.conftest import until
 from tests.reliability.clients import Station, close_all, open_all
 from tests.reliability.test_database_outage import responder
 
@@ -70,14 +71,17 @@ async def test_redis_outage_keeps_frames_flowing_and_coordination_recovers(
             break
         await asyncio.sleep(1)
     await _traffic(stations, sent, 1)
-    await asyncio.sleep(1.5)
-
-    published = [
-        json.loads(p)["UniqueId"]
-        for _, t, p, _ in recorder.snapshot()
-        if t.split("/")[2].startswith(prefix)
-    ]
     all_sent = [uid for ids in sent.values() for uid in ids]
+
+    def published():
+        return [
+            json.loads(p)["UniqueId"]
+            for _, t, p, _ in recorder.snapshot()
+            if t.split("/")[2].startswith(prefix)
+        ]
+
+    await until(lambda: len(published()) >= len(all_sent), 10, "every frame sent on the broker")
+    published = published()
     answered = {uid for s in stations for uid, a in s.answers().items() if a[0][1][0] == 3}
     print(
         "redis outage figures:",
