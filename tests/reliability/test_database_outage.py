@@ -138,7 +138,7 @@ async def test_database_outage_keeps_bridging_buffers_log_and_recovers(
     figures = {
         "calls_sent": len(all_sent),
         "published": len(published),
-        "answered": len(answered),
+        "answered": len(answered()),
         "log_rows_in": in_rows,
         "log_rows_in_during_outage": outage_rows,
         "log_rows_all": all_rows,
