@@ -14,11 +14,12 @@ from channels.db import database_sync_to_async
 from ocppgw import logs
 from stations import auth, identity, proxy
 from stations.port import StationInfo
+from stations.refusals import Refusal
 
 
 @dataclasses.dataclass(slots=True)
 class Refused:
-    reason: str
+    reason: str  # a refusals.Refusal: its label is the metric's
     cid: str  # as seen in the path (shortened when it is not a valid id)
     known: bool = True  # a valid id: the refusal is written to the message log
 
@@ -37,11 +38,11 @@ async def admit(gw, scope) -> Refused | Admitted:
     cid = identity.cid_from_raw_path(scope.get("raw_path") or b"") or ""
     problem = identity.validate(cid)
     if problem:
-        return Refused(problem, cid[:48], known=False)
+        return Refused(Refusal("bad_id", problem), cid[:48], known=False)
     logs.cid_var.set(cid)  # the consumer's task: every later log line names the station
     cid_key = identity.key(cid)
     if not gw.accepting:
-        return Refused("gateway not accepting: broker unavailable", cid)
+        return Refused(Refusal("not_accepting", "gateway not accepting: broker unavailable"), cid)
     headers = dict(scope.get("headers") or [])
     client_ip = (scope.get("client") or [None])[0]
     tls, subject, address = proxy.transport(client_ip, headers, tuple(s.OCPPGW_TRUSTED_PROXIES))
@@ -55,7 +56,7 @@ async def admit(gw, scope) -> Refused | Admitted:
             return Refused(reason, cid)
     refusal = proxy.profile_refusal(credentials.security_profile, tls, subject, cid_key)
     if refusal:
-        return Refused(refusal, cid)
+        return Refused(Refusal("security_profile", refusal), cid)
     offered = scope.get("subprotocols") or []
     version = pick_version(offered, s.OCPPGW_SUBPROTOCOLS, s.OCPPGW_DEFAULT_SUBPROTOCOL)
     station = StationInfo(

@@ -13,6 +13,8 @@ import hmac
 import time
 from dataclasses import dataclass
 
+from stations.refusals import Refusal
+
 STATION_HASHER = "pbkdf2_sha256_station"
 
 
@@ -98,9 +100,9 @@ def verify(password: str, credentials: Credentials, now: datetime.datetime) -> s
     from django.contrib.auth.hashers import check_password  # read-only: never re-hashes or saves
 
     if not credentials.enabled:
-        return "station disabled"
+        return Refusal("station_disabled", "station disabled")
     if not credentials.user_active:
-        return "station user inactive"
+        return Refusal("user_inactive", "station user inactive")
     if credentials.password and check_password(password, credentials.password):
         return None
     if (
@@ -110,7 +112,7 @@ def verify(password: str, credentials: Credentials, now: datetime.datetime) -> s
         and check_password(password, credentials.previous_password)
     ):
         return None
-    return "wrong password"
+    return Refusal("wrong_password", "wrong password")
 
 
 _DUMMY_HASH: list[str] = []

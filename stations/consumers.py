@@ -16,6 +16,7 @@ from ocppgw.edge.socket import SocketWriter, backlog
 from stations import admission, identity, metrics
 from stations.conversation import Conversation
 from stations.gateway import get_gateway
+from stations.refusals import Refusal
 
 log = logging.getLogger("ocppgw.consumer")
 
@@ -71,12 +72,14 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if not verdict.version_ok:
             # 1.6J §3.1.2, 2.0.1 §3.2: complete the handshake without a subprotocol, then close
             await self.accept()
+            reason = Refusal("no_subprotocol", "no acceptable OCPP subprotocol offered")
+            metrics.refused(reason)
             gw.writer.add(
                 cid=st.cid,
                 station_id=st.station_id,
                 direction="gw",
                 outcome="refused",
-                reason="no acceptable OCPP subprotocol offered",
+                reason=reason,
             )
             return await self.close(code=1002)
         self.conversation = Conversation(gw, st, SocketWriter(self.base_send, st.cid))

@@ -15,6 +15,7 @@ from django.db import DatabaseError, InterfaceError, connection
 
 from stations import auth, identity
 from stations.limits import FailureCounter
+from stations.refusals import Refusal
 
 log = logging.getLogger("ocppgw.gateway")
 
@@ -32,10 +33,14 @@ class Gatekeeper:
         """(Credentials, None) when the station may connect, else (None, reason)."""
         parsed = auth.parse_basic(header)
         if parsed is None:
-            return None, "missing or malformed Basic Authorization header"
+            return None, Refusal(
+                "no_credentials", "missing or malformed Basic Authorization header"
+            )
         user, password = parsed
         if identity.key(user) != cid_key:
-            return None, "Basic auth username differs from the charge point id"
+            return None, Refusal(
+                "username_mismatch", "Basic auth username differs from the charge point id"
+            )
         cached = self.cache.get(cid_key, password)
         if cached is not None:
             return cached, None  # a verified credential is never held up by the failure limit
@@ -43,7 +48,7 @@ class Gatekeeper:
         if self.failures.blocked((cid_key, address), now) or self.address_failures.blocked(
             address, now
         ):
-            return None, "too many failed attempts: try again in a minute"
+            return None, Refusal("rate_limited", "too many failed attempts: try again in a minute")
         # counted as failed before the check, so parallel guesses at one station cannot all slip
         # under its limit while their checks run; a success takes its attempt back. The
         # per-address count records only real failures: a reconnect storm of many stations from
@@ -60,7 +65,7 @@ class Gatekeeper:
             if stale is not None:
                 return stale, None  # stale-if-error: the database is away, this was verified
             log.warning("cannot check %s: database unavailable (%s)", cid_key, exc)
-            return None, "database unavailable"
+            return None, Refusal("database_unavailable", "database unavailable")
         if reason:
             self.address_failures.record(address, now)
             return None, reason
@@ -75,7 +80,7 @@ def _check(cid_key: str, password: str):
         credentials = auth.load_credentials(cid_key)
         if credentials is None:
             auth.equalize_timing(password)
-            return None, "unknown charge point id"
+            return None, Refusal("unknown_station", "unknown charge point id")
         return credentials, auth.verify(password, credentials, datetime.datetime.now(datetime.UTC))
     finally:
         connection.close()  # worker threads are not request-scoped: never leak connections

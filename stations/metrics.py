@@ -28,6 +28,7 @@ from prometheus_client import (
 
 from stations.codes import ERROR_CODES, TYPE_NAMES
 from stations.ocpp_actions import INITIATED_BY
+from stations.refusals import label_of
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 SAMPLE_EVERY_S = 1.0
@@ -35,22 +36,6 @@ SAMPLE_EVERY_S = 1.0
 KNOWN_ACTIONS = frozenset(
     action for by in INITIATED_BY.values() for names in by.values() for action in names
 )
-# a refusal's reason text (consumers, gatekeeper.authenticate, proxy) -> a short, bounded label
-_REFUSALS = (
-    ("security profile", "security_profile"),
-    ("the charge point id", "bad_id"),
-    ("basic authorization", "no_credentials"),
-    ("username differs", "username_mismatch"),
-    ("unknown charge point", "unknown_station"),
-    ("wrong password", "wrong_password"),
-    ("disabled", "station_disabled"),
-    ("inactive", "user_inactive"),
-    ("too many failed", "rate_limited"),
-    ("database unavailable", "database_unavailable"),
-    ("not accepting", "not_accepting"),
-    ("subprotocol", "no_subprotocol"),
-)
-
 CONNECTIONS = Gauge(
     "ocppgw_connections", "Stations connected to this gateway", multiprocess_mode="livesum"
 )
@@ -153,9 +138,8 @@ def handed_over(pending) -> None:
 
 
 def refused(reason: str) -> None:
-    lowered = reason.lower()
-    label = next((short for text, short in _REFUSALS if text in lowered), "other")
-    AUTH_REFUSALS.labels(label).inc()
+    """Count a refused handshake by its label (stations/refusals.py), "other" if it has none."""
+    AUTH_REFUSALS.labels(label_of(reason)).inc()
 
 
 # --- sampled values ----------------------------------------------------------------------------

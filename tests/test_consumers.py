@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from prometheus_client import REGISTRY
 
 from stations import gateway as gateway_module
 from stations.models import MessageLog, Station
@@ -60,8 +61,10 @@ async def test_no_acceptable_subprotocol_is_accepted_without_one_then_closed_100
     ws = ChargePoint(
         f"/ocpp/{station.cid}", auth=basic(station.cid, PASSWORD), subprotocols=offered
     )
+    before = refusals("no_subprotocol")
     assert await ws.connect() == (True, None)
     assert await ws.close_code() == 1002
+    assert refusals("no_subprotocol") == before + 1
     await ws.disconnect()
 
 
@@ -102,39 +105,49 @@ async def test_no_subprotocol_offered_is_served_as_the_default_version(
 )
 async def test_bad_identity_is_refused_before_accept(gateway, path):
     ws = ChargePoint(path, auth=basic("A" * 49, PASSWORD))
+    before = refusals("bad_id")
     connected, _ = await ws.connect()
     assert not connected
+    assert refusals("bad_id") == before + 1
     await ws.disconnect()
 
 
+def refusals(label: str) -> float:
+    return REGISTRY.get_sample_value("ocppgw_auth_refusals_total", {"reason": label}) or 0.0
+
+
 @pytest.mark.parametrize(
-    ("station_kwargs", "user", "password", "header"),
+    ("station_kwargs", "user", "password", "header", "label"),
     [
-        ({}, None, "wrong:password-000000", None),
-        ({}, "someone-else", PASSWORD, None),  # username must be the cid
-        ({}, None, None, "Bearer abcdef"),  # not Basic
-        ({}, None, None, "Basic !!!"),  # malformed base64
-        ({}, None, None, ""),
-        ({"enabled": False}, None, PASSWORD, None),
-        ({"user_active": False}, None, PASSWORD, None),
+        ({}, None, "wrong:password-000000", None, "wrong_password"),
+        ({}, "someone-else", PASSWORD, None, "username_mismatch"),  # username must be the cid
+        ({}, None, None, "Bearer abcdef", "no_credentials"),  # not Basic
+        ({}, None, None, "Basic !!!", "no_credentials"),  # malformed base64
+        ({}, None, None, "", "no_credentials"),
+        ({"enabled": False}, None, PASSWORD, None, "station_disabled"),
+        ({"user_active": False}, None, PASSWORD, None, "user_inactive"),
     ],
 )
-async def test_refused_credentials_close_before_accept(
-    gateway, station_factory, station_kwargs, user, password, header
+async def test_refused_credentials_close_before_accept_counted_by_reason(
+    gateway, station_factory, station_kwargs, user, password, header, label
 ):
     station = await station_factory(**station_kwargs)
     auth = header if header is not None else basic(user or station.cid, password)
     ws = ChargePoint(f"/ocpp/{station.cid}", auth=auth or None)
+    before = refusals(label)
     connected, _ = await ws.connect(timeout=5)
     assert not connected
+    assert refusals(label) == before + 1
     await ws.disconnect()
 
 
 async def test_unknown_cid_is_refused(gateway):
     cid = unique_cid()
     ws = ChargePoint(f"/ocpp/{cid}", auth=basic(cid, PASSWORD))
+    before = refusals("unknown_station")
     connected, _ = await ws.connect(timeout=5)
     assert not connected
+    assert refusals("unknown_station") == before + 1
     await ws.disconnect()
 
 
