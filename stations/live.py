@@ -6,6 +6,7 @@ portal's WebSockets in every process (the in-memory layer serves one process). T
 re-reads its JSON view: the database stays the truth, the push only says when to look.
 """
 
+import asyncio
 import logging
 
 from channels.layers import get_channel_layer
@@ -28,40 +29,57 @@ def event(cids, presence: bool) -> dict:
 
 
 class LiveFeed:
-    """Sends flush events to the portal group, one at a time: a slow or absent Redis merges
-    events instead of piling up tasks, and never slows the writer."""
+    """Sends flush events to the portal group: at most one per EVERY_S, one at a time, the
+    stations of the flushes in between merged (bounded), so its cost does not grow with
+    traffic and a slow or absent Redis never slows the writer."""
+
+    EVERY_S = 1.0  # a browser sees a change within this (plus its re-read)
 
     def __init__(self, loop, layer=None):
         self.loop = loop
         self.layer = layer or get_channel_layer()
         self.sent = self.failed = 0
-        self._busy = False
-        self._next: dict | None = None
+        self._cids: set[str] = set()
+        self._many = False  # more than MAX_CIDS stations changed since the last event
+        self._presence = False
+        self._scheduled = False
+        self._last = float("-inf")
+        self._task: asyncio.Task | None = None
 
     def flushed(self, rows: list[tuple], presence: list[tuple]) -> None:
         """msglog.Writer's hook: rows are in msglog.COLUMNS order (cid second)."""
         if self.layer is None or not (rows or presence):
             return
-        new = event((row[1] for row in rows), bool(presence))
-        if self._busy:
-            self._next = _merge(self._next, new) if self._next else new
-            return
-        self._busy = True
-        self.loop.create_task(self._send(new))
+        if not self._many:
+            self._cids.update(row[1] for row in rows)
+            if len(self._cids) > MAX_CIDS:
+                self._many, self._cids = True, set()
+        self._presence = self._presence or bool(presence)
+        if not self._scheduled:
+            self._schedule()
 
-    async def _send(self, message: dict) -> None:
-        while message is not None:
-            try:
-                await self.layer.group_send(GROUP, message)
-                self.sent += 1
-            except Exception as exc:  # Redis away: the browsers fall back to polling
-                self.failed += 1
-                log.debug("live update not sent: %s", exc)
-            message, self._next = self._next, None
-        self._busy = False
+    def _schedule(self) -> None:
+        self._scheduled = True
+        delay = max(0.0, self._last + self.EVERY_S - self.loop.time())
+        self.loop.call_later(delay, self._start)
 
+    def _start(self) -> None:
+        self._task = self.loop.create_task(self._send())  # kept: a task must be referenced
 
-def _merge(a: dict, b: dict) -> dict:
-    if a["cids"] is None or b["cids"] is None:
-        return {**b, "cids": None, "presence": a["presence"] or b["presence"]}
-    return event(a["cids"] + b["cids"], a["presence"] or b["presence"])
+    async def _send(self) -> None:
+        message = event(self._cids, self._presence)
+        if self._many:
+            message["cids"] = None
+        self._cids, self._many, self._presence = set(), False, False
+        self._last = self.loop.time()
+        try:
+            await self.layer.group_send(GROUP, message)
+            self.sent += 1
+        except Exception as exc:  # Redis away: the browsers fall back to polling
+            self.failed += 1
+            log.debug("live update not sent: %s", exc)
+        finally:
+            # flushes during the send wait for the next slot (scheduled from there on)
+            self._scheduled = False
+            if self._cids or self._many or self._presence:
+                self._schedule()

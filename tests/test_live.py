@@ -13,7 +13,7 @@ from django.test import Client
 from ocppgw.asgi import application
 from stations import live
 from tests.asgi_station import connect
-from tests.conftest import unique_cid
+from tests.conftest import unique_cid, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,7 +91,7 @@ async def test_a_flush_in_another_process_reaches_the_browser_through_redis(staf
     await other.flush()
 
 
-async def test_events_merge_while_a_send_is_in_flight():
+async def test_at_most_one_event_a_second_with_the_flushes_between_merged():
     sent = []
     gate = asyncio.Event()
 
@@ -100,16 +100,22 @@ async def test_events_merge_while_a_send_is_in_flight():
             sent.append(message)
             await gate.wait()
 
-    feed = live.LiveFeed(asyncio.get_running_loop(), SlowLayer())
+    loop = asyncio.get_running_loop()
+    feed = live.LiveFeed(loop, SlowLayer())
+    feed.EVERY_S = 0.2
     feed.flushed([(None, "A")], [])
-    await asyncio.sleep(0)
-    feed.flushed([(None, "B")], [])
+    await until(lambda: sent, 2, "the first event at once")
+    feed.flushed([(None, "B")], [])  # while the first send is still in flight
     feed.flushed([(None, "C")], [("disconnected",)])
     gate.set()
-    for _ in range(5):
-        await asyncio.sleep(0)
+    started = loop.time()
+    await until(lambda: len(sent) == 2, 2, "the merged second event")
+    assert loop.time() - started >= 0.15  # not before its slot
     assert [m["cids"] for m in sent] == [["A"], ["B", "C"]]
-    assert sent[1]["presence"] is True and not feed._busy
+    assert sent[1]["presence"] is True
+    feed.flushed([(None, f"CP{n}") for n in range(live.MAX_CIDS + 1)], [])
+    await until(lambda: len(sent) == 3, 2, "the third event")
+    assert sent[2]["cids"] is None  # too many to name
 
 
 async def test_a_station_connecting_to_the_gateway_is_pushed_to_the_browser(
