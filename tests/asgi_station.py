@@ -9,6 +9,7 @@ import json
 
 from asgiref.testing import ApplicationCommunicator
 from channels.testing import WebsocketCommunicator
+from prometheus_client import REGISTRY
 
 from ocppgw.asgi import application
 from tests.conftest import PASSWORD, basic
@@ -71,3 +72,12 @@ async def probe_for(mqtt_probe, cid):
         ]
     )
     return probe
+
+
+# the code for a frame that cannot be classified, per version
+RPC = {"1.6": "FormationViolation", "2.0.1": "RpcFrameworkError", "2.1": "RpcFrameworkError"}
+
+
+def refusals(label: str) -> float:
+    """Handshakes refused so far with this metric label."""
+    return REGISTRY.get_sample_value("ocppgw_auth_refusals_total", {"reason": label}) or 0.0

@@ -1,6 +1,6 @@
 """One station's conversation against a recording stand-in for the gateway's port.
 
-The broker is not involved here (tests/test_consumers.py and tests/e2e/ cover it): the stand-in
+The broker is not involved here (tests/test_broker_path.py and tests/e2e/ cover it): the stand-in
 records what the conversation publishes and sends, and a manual clock moves time, so queueing,
 timers and matching are exact and nothing sleeps.
 """

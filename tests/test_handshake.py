@@ -1,0 +1,178 @@
+"""The WebSocket handshake in process: subprotocol choice, identity, credentials, refusals.
+
+Stations are driven in process (tests/asgi_station.py); tests/e2e/ covers what only Daphne does.
+"""
+
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+
+from stations import gateway as gateway_module
+from stations.models import MessageLog, Station
+from tests.asgi_station import MARKER, ChargePoint, connect, probe_for, refusals
+from tests.conftest import PASSWORD, basic, unique_cid
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+# --- subprotocols ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("enabled", "offered", "chosen"),
+    [
+        (["ocpp1.6", "ocpp2.0.1", "ocpp2.1"], ["ocpp2.0.1", "ocpp1.6"], "ocpp2.0.1"),
+        (["ocpp1.6", "ocpp2.0.1", "ocpp2.1"], ["ocpp2.1", "ocpp2.0.1"], "ocpp2.1"),
+        (["ocpp1.6", "ocpp2.0.1", "ocpp2.1"], ["ocpp1.5", "ocpp1.6"], "ocpp1.6"),
+        (["ocpp1.6"], ["ocpp2.0.1", "ocpp1.6"], "ocpp1.6"),  # the station's order, among enabled
+        (["ocpp2.1", "ocpp1.6"], ["ocpp1.6", "ocpp2.1"], "ocpp1.6"),
+    ],
+)
+async def test_first_offered_enabled_subprotocol_is_echoed(
+    gateway, settings, station_factory, enabled, offered, chosen
+):
+    settings.OCPPGW_SUBPROTOCOLS = enabled
+    station = await station_factory()
+    ws = ChargePoint(
+        f"/ocpp/{station.cid}", auth=basic(station.cid, PASSWORD), subprotocols=offered
+    )
+    assert await ws.connect() == (True, chosen)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("enabled", "offered"),
+    [
+        (["ocpp1.6", "ocpp2.0.1", "ocpp2.1"], ["ocpp1.5"]),
+        (["ocpp1.6"], ["ocpp2.0.1", "ocpp2.1"]),
+        (["ocpp1.6", "ocpp2.0.1", "ocpp2.1"], []),  # none offered, no default configured
+    ],
+)
+async def test_no_acceptable_subprotocol_is_accepted_without_one_then_closed_1002(
+    gateway, settings, station_factory, enabled, offered
+):
+    settings.OCPPGW_SUBPROTOCOLS = enabled
+    station = await station_factory()
+    ws = ChargePoint(
+        f"/ocpp/{station.cid}", auth=basic(station.cid, PASSWORD), subprotocols=offered
+    )
+    before = refusals("no_subprotocol")
+    assert await ws.connect() == (True, None)
+    assert await ws.close_code() == 1002
+    assert refusals("no_subprotocol") == before + 1
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("default", ["ocpp2.0.1", "ocpp1.6"])
+async def test_no_subprotocol_offered_is_served_as_the_default_version(
+    gateway, settings, station_factory, mqtt_probe, default
+):
+    settings.OCPPGW_DEFAULT_SUBPROTOCOL = default
+    station = await station_factory()
+    probe = await probe_for(mqtt_probe, station.cid)
+    ws = ChargePoint(f"/ocpp/{station.cid}", auth=basic(station.cid, PASSWORD), subprotocols=[])
+    assert await ws.connect() == (True, None)  # nothing echoed
+    presence = await probe.arrival(f"ocpp/presence/{station.cid}")
+    assert presence["version"] == default.removeprefix("ocpp")
+    # frame type 6 tells the versions apart: 2.0.1 answers it, 1.6 ignores it
+    await ws.send_to(text_data='[6, "s1", "Heartbeat", {}]')
+    if default == "ocpp2.0.1":
+        assert (await ws.answer())[:3] == [4, "s1", "MessageTypeNotSupported"]
+    else:
+        await ws.send_to(text_data=MARKER)
+        assert (await ws.answer())[:2] == [4, "marker"]
+    await ws.disconnect()
+
+
+# --- identity and authentication ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ocpp",
+        "/ocpp/",
+        "/ocpp/a%2Fb",  # %2F decodes to a separator: one segment only
+        "/ocpp/a/b",
+        "/ocpp/CP%3A1",
+        "/ocpp/CP%201",
+        "/ocpp/CP%25",
+        "/ocpp/" + "A" * 49,
+    ],
+)
+async def test_bad_identity_is_refused_before_accept(gateway, path):
+    ws = ChargePoint(path, auth=basic("A" * 49, PASSWORD))
+    before = refusals("bad_id")
+    connected, _ = await ws.connect()
+    assert not connected
+    assert refusals("bad_id") == before + 1
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("station_kwargs", "user", "password", "header", "label"),
+    [
+        ({}, None, "wrong:password-000000", None, "wrong_password"),
+        ({}, "someone-else", PASSWORD, None, "username_mismatch"),  # username must be the cid
+        ({}, None, None, "Bearer abcdef", "no_credentials"),  # not Basic
+        ({}, None, None, "Basic !!!", "no_credentials"),  # malformed base64
+        ({}, None, None, "", "no_credentials"),
+        ({"enabled": False}, None, PASSWORD, None, "station_disabled"),
+        ({"user_active": False}, None, PASSWORD, None, "user_inactive"),
+    ],
+)
+async def test_refused_credentials_close_before_accept_counted_by_reason(
+    gateway, station_factory, station_kwargs, user, password, header, label
+):
+    station = await station_factory(**station_kwargs)
+    auth = header if header is not None else basic(user or station.cid, password)
+    ws = ChargePoint(f"/ocpp/{station.cid}", auth=auth or None)
+    before = refusals(label)
+    connected, _ = await ws.connect(timeout=5)
+    assert not connected
+    assert refusals(label) == before + 1
+    await ws.disconnect()
+
+
+async def test_unknown_cid_is_refused(gateway):
+    cid = unique_cid()
+    ws = ChargePoint(f"/ocpp/{cid}", auth=basic(cid, PASSWORD))
+    before = refusals("unknown_station")
+    connected, _ = await ws.connect(timeout=5)
+    assert not connected
+    assert refusals("unknown_station") == before + 1
+    await ws.disconnect()
+
+
+async def test_refusal_reason_is_kept_for_the_portal_and_the_log(gateway, station_factory):
+    station = await station_factory()
+    ws = ChargePoint(f"/ocpp/{station.cid}", auth=basic(station.cid, "wrong-password-00000"))
+    assert (await ws.connect(timeout=5))[0] is False
+    await ws.disconnect()
+    await gateway_module._gateway.writer.flush()
+    refused = await database_sync_to_async(
+        lambda: Station.objects.values_list("last_refused_reason", flat=True).get(id=station.id)
+    )()
+    assert refused == "wrong password"
+    logged = await database_sync_to_async(
+        lambda: list(MessageLog.objects.filter(cid=station.cid).values_list("outcome", "reason"))
+    )()
+    assert ("refused", "wrong password") in logged
+
+
+async def test_password_with_colons_is_accepted(gateway, station_factory):
+    station = await station_factory(password="a:b:c:d:e:f:g:h:i:j:k")
+    ws = await connect(station.cid, password="a:b:c:d:e:f:g:h:i:j:k")
+    await ws.disconnect()
+
+
+async def test_cid_is_case_insensitive_and_topics_use_it_as_created(
+    gateway, station_factory, mqtt_probe
+):
+    cid = f"CaseMix-{uuid.uuid4().hex[:8]}"
+    await station_factory(cid)
+    probe = await probe_for(mqtt_probe, cid)
+    ws = await connect(cid, user=cid.upper(), path_cid=cid.lower())
+    presence = await probe.arrival(f"ocpp/presence/{cid}")
+    assert presence["cid"] == cid and presence["status"] == "connected"
+    await ws.send_to(text_data='[2, "b1", "Heartbeat", {}]')
+    envelope = await probe.arrival(f"ocpp/cp/{cid}/Heartbeat")
+    assert envelope == {"MessageTypeId": 2, "UniqueId": "b1", "Action": "Heartbeat", "Payload": {}}
+    await ws.disconnect()
