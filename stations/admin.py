@@ -3,37 +3,27 @@
 Changelists stay cheap on big tables: joins for every FK column, no COUNT(*) of the whole log.
 """
 
-import secrets
-
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import make_password
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from stations import auth, identity
+from stations import identity, services
 from stations.models import MessageLog, Station, TopicRule, ValidationExemption
-
-MIN_PASSWORD, MAX_PASSWORD = 16, 40  # OCPP BasicAuthPassword / AuthorizationKey
 
 admin.site.site_header = admin.site.site_title = "ocppgw admin"
 admin.site.site_url = "/portal/"  # "view site" leads to the operator portal
 
 
-def suggest_password() -> str:
-    """A random station password of 32 URL-safe characters."""
-    return secrets.token_urlsafe(24)[:32]
-
-
 class StationForm(forms.ModelForm):
     new_password = forms.CharField(
         required=False,
-        min_length=MIN_PASSWORD,
-        max_length=MAX_PASSWORD,
+        min_length=services.MIN_PASSWORD,
+        max_length=services.MAX_PASSWORD,
         strip=False,
         widget=forms.TextInput(attrs={"autocomplete": "off", "size": 44}),
         label="Set / rotate password",
@@ -48,15 +38,22 @@ class StationForm(forms.ModelForm):
         rotating = bool(self.instance.pk and self.instance.user_id)
         self.fields["new_password"].required = not rotating
         self.fields["new_password"].help_text = (
-            f"{MIN_PASSWORD} to {MAX_PASSWORD} characters, stored only as a hash. "
+            f"{services.MIN_PASSWORD} to {services.MAX_PASSWORD} characters, stored only as a hash. "
             + (
                 "Leave blank to keep the current one. Rotating it drops the live connection "
                 "within about a second; the station must then use the new password. "
                 if rotating
                 else ""
             )
-            + f"A random one, if you want it: {suggest_password()}"
+            + f"A random one, if you want it: {services.suggest_password()}"
         )
+
+    def clean_new_password(self):
+        password = self.cleaned_data["new_password"]
+        problem = password and services.password_problem(password)
+        if problem:
+            raise forms.ValidationError(problem)
+        return password
 
     def clean_cid(self):
         cid = self.cleaned_data["cid"]
@@ -124,23 +121,7 @@ class StationAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         password = form.cleaned_data.get("new_password")
         if password:
-            set_station_password(obj, password)
-
-
-def set_station_password(station: Station, password: str) -> None:
-    """Hash and store a station password, creating its user if needed (username = cid).
-
-    Changing the hash bumps credentials_changed_at (stations.signals), so every gateway process
-    forgets the old verification and closes the live socket within about a second.
-    """
-    user = station.user
-    if user is None:
-        user, _ = get_user_model().objects.get_or_create(username=station.cid)
-    user.password = make_password(password, hasher=auth.STATION_HASHER)
-    user.save()
-    if station.user_id != user.pk:
-        station.user = user
-        station.save(update_fields=["user"])
+            services.set_password(obj, password)
 
 
 @admin.register(TopicRule)

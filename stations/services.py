@@ -1,12 +1,56 @@
-"""Operations that write to several models at once."""
+"""Operations that write to several models at once, and the one rule for station passwords.
+
+Admin, `createstation` and the API set a station's password only through `set_password`.
+"""
 
 import datetime
+import secrets
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
 from stations.auth import STATION_HASHER
 from stations.models import Station
+
+MIN_PASSWORD, MAX_PASSWORD = 16, 40  # OCPP BasicAuthPassword / AuthorizationKey
+
+
+class PasswordRefused(ValueError):
+    """The password breaks the station password rule; the message says how."""
+
+
+def password_problem(password: str) -> str | None:
+    """Why `password` cannot be a station password, or None."""
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        return f"OCPP requires station passwords of {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+    if not password.isprintable() or not password.isascii():
+        return "a station password is printable ASCII (it travels in an HTTP Basic header)"
+    return None
+
+
+def suggest_password() -> str:
+    """A random station password of 32 URL-safe characters."""
+    return secrets.token_urlsafe(24)[:32]
+
+
+def set_password(station: Station, password: str) -> None:
+    """Hash and store a station password, creating its user if needed (username = cid).
+
+    Changing the hash bumps credentials_changed_at (stations.signals), so every gateway process
+    forgets the old verification and closes the live socket within about a second.
+    """
+    problem = password_problem(password)
+    if problem:
+        raise PasswordRefused(problem)
+    user = station.user
+    if user is None:
+        user, _ = get_user_model().objects.get_or_create(username=station.cid)
+    user.password = make_password(password, hasher=STATION_HASHER)
+    user.save()
+    if station.user_id != user.pk:
+        station.user = user
+        station.save(update_fields=["user"])
 
 
 def rotate_password(station_id: int, secret: str, grace_s: int) -> None:

@@ -1,13 +1,10 @@
 """Create a station and the Django user it authenticates as."""
 
-import secrets
-
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from stations import auth, identity
+from stations import identity, services
 from stations.models import Station
 
 
@@ -24,20 +21,19 @@ class Command(BaseCommand):
         problem = identity.validate(cid)
         if problem:
             raise CommandError(problem)
-        password = password or secrets.token_urlsafe(24)[:32]
-        if not 16 <= len(password) <= 40:
-            raise CommandError("OCPP requires station passwords of 16 to 40 characters")
+        password = password or services.suggest_password()
+        problem = services.password_problem(password)
+        if problem:
+            raise CommandError(problem)
         with transaction.atomic():
             station = Station.objects.filter(cid_key=identity.key(cid)).first()
             if station and not update:
                 raise CommandError(f"station {station.cid} exists (use --update to reset it)")
-            user = station.user if station and station.user else None
-            if user is None:
-                user, _ = get_user_model().objects.get_or_create(username=cid)
-            user.password = make_password(password, hasher=auth.STATION_HASHER)
-            user.save()
             if station is None:
-                station = Station(cid=cid)
-            station.user, station.security_profile = user, profile
-            station.save()
+                user, _ = get_user_model().objects.get_or_create(username=cid)
+                station = Station.objects.create(cid=cid, user=user, security_profile=profile)
+            elif station.security_profile != profile:
+                station.security_profile = profile
+                station.save(update_fields=["security_profile"])
+            services.set_password(station, password)
         self.stdout.write(f"station {station.cid}: password {password}")
