@@ -6,7 +6,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.conftest import unique_cid
-from tests.test_portal import _subscribe, _wait
 
 
 def _client(user=None) -> APIClient:
@@ -85,7 +84,7 @@ def test_messages_are_filtered_and_keyset_paginated(
     assert len(since.json()["results"]) == 6
 
 
-def test_command_is_validated_and_published(make_station, operator):
+def test_command_is_validated_and_published(make_station, operator, mqtt_probe):
     api = _client(operator)
     station = make_station(unique_cid("APICMD"), connected=True)
     bad = api.post(
@@ -95,21 +94,17 @@ def test_command_is_validated_and_published(make_station, operator):
     )
     assert bad.status_code == 400
     assert bad.json()["path"] == ["type"] or bad.json()["path"] == "type"
-    sub, got = _subscribe(f"ocpp/cs/{station.cid}/#")
-    try:
-        response = api.post(
-            f"/api/stations/{station.cid}/commands/",
-            {"action": "Reset", "payload": {"type": "Hard"}},
-            format="json",
-        )
-        assert response.status_code == 202
-        assert _wait(lambda: got)
-    finally:
-        sub.loop_stop()
-        sub.disconnect()
+    probe = mqtt_probe([f"ocpp/cs/{station.cid}/#"])
+    response = api.post(
+        f"/api/stations/{station.cid}/commands/",
+        {"action": "Reset", "payload": {"type": "Hard"}},
+        format="json",
+    )
+    assert response.status_code == 202
     sent = response.json()
-    assert got[0][1]["UniqueId"] == sent["unique_id"]
-    assert got[0][1]["Payload"] == {"type": "Hard"}
+    published = probe.wait_for(sent["topic"])
+    assert published["UniqueId"] == sent["unique_id"]
+    assert published["Payload"] == {"type": "Hard"}
     answer = api.get(sent["answer"]).json()
     assert answer["state"] == "waiting"
 

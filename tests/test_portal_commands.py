@@ -1,9 +1,6 @@
 """Portal commands: published as a backend would, refused with reasons, answered, kicks."""
 
-import threading
-
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from django.urls import reverse
 
@@ -13,51 +10,21 @@ from tests.conftest import unique_cid
 
 
 # --- commands ------------------------------------------------------------------------------------
-def _subscribe(topic_filter):
-    """A real subscriber on the shared Mosquitto; returns (client, received list, ready event)."""
-    got, ready = [], threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.on_connect = lambda c, *a: c.subscribe(topic_filter, qos=1)
-    client.on_subscribe = lambda *a: ready.set()
-    client.on_message = lambda c, u, m: got.append((m.topic, orjson.loads(m.payload)))
-    client.connect("127.0.0.1", 1883)
-    client.loop_start()
-    assert ready.wait(5)
-    return client, got
-
-
-def _wait(predicate, timeout_s=5.0):
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_command_is_published_on_the_downstream_topic_as_a_backend_would(
-    client, operator, make_station
+    client, operator, make_station, mqtt_probe
 ):
     station = make_station(unique_cid("CMD"), connected=True)
-    sub, got = _subscribe(f"ocpp/cs/{station.cid}/#")
-    try:
-        client.force_login(operator)
-        response = client.post(
-            reverse("portal:command", args=[station.cid]),
-            {"action": "Reset", "payload": '{"type": "Soft"}'},
-            HTTP_ACCEPT="application/json",
-        )
-        assert response.status_code == 202
-        sent = response.json()
-        assert sent["topic"] == f"ocpp/cs/{station.cid}/portal"
-        assert _wait(lambda: got)
-    finally:
-        sub.loop_stop()
-        sub.disconnect()
-    topic, envelope = got[0]
-    assert topic == sent["topic"]
+    probe = mqtt_probe([f"ocpp/cs/{station.cid}/#"])
+    client.force_login(operator)
+    response = client.post(
+        reverse("portal:command", args=[station.cid]),
+        {"action": "Reset", "payload": '{"type": "Soft"}'},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 202
+    sent = response.json()
+    assert sent["topic"] == f"ocpp/cs/{station.cid}/portal"
+    envelope = probe.wait_for(sent["topic"])
     assert envelope == {
         "MessageTypeId": 2,
         "UniqueId": sent["unique_id"],
