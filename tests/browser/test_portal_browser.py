@@ -24,15 +24,14 @@ def test_login_then_a_connecting_station_appears_live(rig, page):
     shoot(page, "01-login")
     page.fill("input[name=username]", ADMIN[0])
     page.fill("input[name=password]", ADMIN[1])
-    sockets = []
-    page.on("websocket", lambda ws: sockets.append(ws))
-    page.click("button[type=submit]")
+    # updates are pushed (stations/live.py): the page opens the portal's live socket, and
+    # polls only every 30 s while it is open
+    live = lambda ws: ws.url.endswith("/portal/live/")  # noqa: E731
+    with page.expect_websocket(live, timeout=10000):
+        page.click("button[type=submit]")
     expect(page.locator("h1")).to_contain_text("Connected stations")
     row = page.locator(f"#stations tr[data-cid='{rig.cid}']")
     expect(row).to_have_count(0)
-    # updates are pushed (stations/live.py): the page holds the portal's live socket, and
-    # polls only every 30 s while it is open
-    wait_until(lambda: any(ws.url.endswith("/portal/live/") for ws in sockets), 5, "live socket")
 
     rig.station.connect()
     connected_at = time.monotonic()
