@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 33033
+# loopback: a laptop's DEBUG portal and admin stay off the LAN (make run HOST=0.0.0.0 to expose)
+HOST ?= 127.0.0.1
 export DEBUG ?= true
 
 .PHONY: run test lint unit e2e bench clean
@@ -15,8 +17,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py quickstart --port $(PORT)
-	$(PY) manage.py rungateway --port $(PORT) --embedded-broker
+	$(PY) manage.py quickstart --host $(HOST) --port $(PORT)
+	$(PY) manage.py rungateway --host $(HOST) --port $(PORT) --embedded-broker
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

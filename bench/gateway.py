@@ -88,6 +88,7 @@ class Gateway:
         self.port = 0
         self.processes = 1
         self.log = None
+        self.create_stations_code: str | None = None  # scale.py: one shared password hash
 
     def settings(self) -> dict:
         """The environment the gateway ran with (secret-free), for the report."""
@@ -115,7 +116,9 @@ class Gateway:
             path.unlink(missing_ok=True)
             self.env["DATABASE_URL"] = f"sqlite:///{path}"
         self._manage(["migrate", "--noinput", "-v0"], timeout=300)
-        code = CREATE_STATIONS.format(n=n_stations, prefix=prefix, pw=PASSWORD)
+        code = self.create_stations_code or CREATE_STATIONS.format(
+            n=n_stations, prefix=prefix, pw=PASSWORD
+        )
         return self._manage(["shell", "-c", code], timeout=600).strip()
 
     def _manage(self, argv: list[str], timeout: float) -> str:

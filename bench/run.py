@@ -160,19 +160,18 @@ class Broker:
 
 
 class Bare:
-    """The baseline server (bench/bare.py)."""
+    """A baseline server: bench/bare.py, or bench/bare_paho.py as `bare-paho`."""
 
-    name = "bare"
-
-    def __init__(self, results: Path, broker: Broker) -> None:
-        self.results, self.broker = results, broker
+    def __init__(self, results: Path, broker: Broker, name: str = "bare") -> None:
+        self.results, self.broker, self.name = results, broker, name
+        self.script = name.replace("-", "_") + ".py"
         self.proc = None
         self.port = 0
 
     def start(self, port: int, processes: int = 1) -> None:
         self.port = port
-        self.log = open(self.results / f"bare-{port}.log", "a")
-        argv = [sys.executable, str(BENCH / "bare.py"), "--port", str(port)]
+        self.log = open(self.results / f"{self.name}-{port}.log", "a")
+        argv = [sys.executable, str(BENCH / self.script), "--port", str(port)]
         argv += ["--mqtt-host", self.broker.host, "--mqtt-port", str(self.broker.port)]
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(port)
@@ -184,7 +183,8 @@ class Bare:
 
     def settings(self) -> dict:
         return {
-            "command": f"python bench/bare.py --port {self.port} --mqtt-port {self.broker.port}"
+            "command": f"python bench/{self.script} --port {self.port} "
+            f"--mqtt-port {self.broker.port}"
         }
 
     def stop(self) -> None:
@@ -578,9 +578,11 @@ def measure_server(b: Bench, srv, args, port_factory) -> dict:
 
 
 def main() -> None:
-    """Parse options, run bare then ocppgw, print and save the report."""
+    """Parse options, run bare, bare-paho, then ocppgw, print and save the report."""
     ap = argparse.ArgumentParser(description="ocppgw benchmark (docs/performance.md)")
-    ap.add_argument("--only", choices=["bare", "ocppgw"], help="measure one server only")
+    ap.add_argument(
+        "--only", choices=["bare", "bare-paho", "ocppgw"], help="measure one server only"
+    )
     ap.add_argument("--quick", action="store_true", help="1 repetition, 3 s windows")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions (median reported)")
     ap.add_argument("--duration", type=float, default=5.0, help="window of fire/open/rtt, s")
@@ -597,7 +599,21 @@ def main() -> None:
     ap.add_argument("--mqtt-url", help="use this broker instead of a private Mosquitto")
     ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--scale", action="store_true", help="T9 only: the scale run (scale.py)")
+    ap.add_argument("--scale-stations", type=int, default=50000)
+    ap.add_argument("--scale-duration", type=float, default=300.0, help="traffic window, s")
+    ap.add_argument("--scale-rate", type=float, default=0.05, help="msg/s per station")
+    ap.add_argument("--scale-idle", type=float, default=30.0, help="idle window, s")
+    ap.add_argument("--scale-workers", type=int, default=2, help="load generator processes")
+    ap.add_argument("--scale-processes", type=int, default=2, help="rungateway --processes")
     args = ap.parse_args()
+    if args.scale:
+        import scale
+
+        if args.only == "bare-paho":
+            ap.error("--scale runs bare and ocppgw")
+        scale.main(sys.modules[__name__], args)
+        return
     if args.quick:
         args.repeat, args.duration, args.sweep_duration = 1, 3.0, 3.0
 
@@ -623,9 +639,11 @@ def main() -> None:
     }
     b = Bench(args, broker, logs)
     try:
-        if args.only in (None, "bare"):
-            print("== bare", flush=True)
-            data["servers"]["bare"] = measure_server(b, Bare(logs, broker), args, free_port)
+        for name in ("bare", "bare-paho"):
+            if args.only in (None, name):
+                print(f"== {name}", flush=True)
+                baseline = Bare(logs, broker, name)
+                data["servers"][name] = measure_server(b, baseline, args, free_port)
         ok, why = gw.available()
         if args.only in (None, "ocppgw") and ok:
             print("== ocppgw", flush=True)
@@ -639,7 +657,8 @@ def main() -> None:
     finally:
         broker.stop()
     data["elapsed_s"] = round(time.monotonic() - t_start, 1)
-    data["table"] = rows(data["servers"].get("bare", {}), data["servers"].get("ocppgw"))
+    servers = data["servers"]
+    data["table"] = rows(servers.get("bare", {}), servers.get("ocppgw"), servers.get("bare-paho"))
     png = RESULTS / f"{started}.png"
     note = plots(data, png)
     data["plot"] = note or png.name

@@ -6,6 +6,7 @@ other WebSockets), and the admin port serves portal, admin, API, metrics and hea
 `/ocpp/`. The port is Daphne's `scope["server"][1]`, the local port the socket was accepted on.
 """
 
+import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -21,6 +22,29 @@ from ocppgw.routing import websocket_urlpatterns  # noqa: E402
 
 def _is_station_path(path: str) -> bool:
     return path == "/ocpp" or path.startswith("/ocpp/")
+
+
+log = logging.getLogger("ocppgw.asgi")
+
+
+def _is_routed(path: str) -> bool:
+    return any(route.pattern.regex.search(path[1:]) for route in websocket_urlpatterns)
+
+
+def known_paths_only(app):
+    """Wrap the WebSocket router: a socket on no route (only /ocpp/ and the portal's live socket
+    have one) is refused with one log line (HTTP 403 under Daphne, which cannot send 404 to a
+    WebSocket), never Channels' "No route found" 500 and a traceback."""
+
+    async def refuse_others(scope, receive, send):
+        if _is_routed(scope.get("path", "")):
+            return await app(scope, receive, send)
+        path = (scope.get("raw_path") or b"")[:120].decode("ascii", "backslashreplace")
+        log.warning("refused WebSocket on %r: stations connect to /ocpp/<charge point id>", path)
+        await receive()  # websocket.connect; closing before accept = HTTP 403
+        await send({"type": "websocket.close", "code": 1008})
+
+    return refuse_others
 
 
 def split_ports(app):
@@ -56,5 +80,7 @@ def split_ports(app):
 
 # no AllowedHostsOriginValidator on /ocpp/: charge points send no Origin header
 application = split_ports(
-    ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+    ProtocolTypeRouter(
+        {"http": django_asgi_app, "websocket": known_paths_only(URLRouter(websocket_urlpatterns))}
+    )
 )

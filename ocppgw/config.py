@@ -16,6 +16,17 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***: error messages and logs must not carry it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return parts._replace(netloc=f"{name}:***@{host}").geturl()
+
+
 # every key read by any Config, in order: compared against .env.example and the README by tests
 KEYS: list[str] = []
 
@@ -101,6 +112,17 @@ class Config:
             return default
         return value
 
+    def parsed(self, key: str, default, parse):
+        """A value read by `parse(text)`, whose ValueError becomes this key's error."""
+        value = self._raw(key)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError as exc:
+            self._fail(key, str(exc))
+            return default
+
     def list(self, key: str, default: list[str], allowed: list[str] | None = None) -> list[str]:
         value = self._raw(key)
         if value is None:
@@ -124,10 +146,12 @@ class Config:
         try:
             parts.port  # noqa: B018 - raises on a non-numeric port
         except ValueError:
-            self._fail(key, f"bad port in {value!r}")
+            self._fail(key, f"bad port in {redact_url(value)!r}")
             return default
         if parts.scheme not in schemes or not parts.hostname:
-            self._fail(key, f"expected {'|'.join(schemes)}://host[:port], got {value!r}")
+            self._fail(
+                key, f"expected {'|'.join(schemes)}://host[:port], got {redact_url(value)!r}"
+            )
             return default
         return value
 
@@ -140,7 +164,7 @@ class Config:
             return environ.Env.db_url_config(default)
         # django-environ passes an unknown scheme through as the ENGINE name
         if not config.get("ENGINE") or urlsplit(value).scheme not in environ.Env.DB_SCHEMES:
-            self._fail(key, f"unsupported database URL scheme in {value!r}")
+            self._fail(key, f"unsupported database URL scheme in {redact_url(value)!r}")
             return environ.Env.db_url_config(default)
         return config
 

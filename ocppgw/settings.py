@@ -6,6 +6,8 @@ from pathlib import Path
 
 from ocppgw import logs
 from ocppgw.config import Config
+from stations import topics
+from stations.subprotocols import parse_aliases
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 cfg = Config(BASE_DIR / ".env")
@@ -120,6 +122,8 @@ PASSWORD_HASHERS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# ISO dates and times in admin and forms (ocppgw/formats/en/formats.py)
+FORMAT_MODULE_PATH = "ocppgw.formats"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
@@ -132,8 +136,10 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        "portal.api_auth.TlsBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "EXCEPTION_HANDLER": "portal.api_auth.explain_401",
 }
 
 # log lines as plain text or one JSON object per line (log shippers); both carry cid and UniqueId
@@ -143,6 +149,9 @@ LOGGING = logs.config(LOG_FORMAT, LOG_LEVEL)
 # --- Gateway: charge point side -----------------------------------------------------------------
 # TCP port stations connect to (the EMQX gateway's default, so station configs carry over)
 OCPPGW_PORT = cfg.int("OCPPGW_PORT", 33033, min_value=1, max_value=65535)
+# interface rungateway listens on: loopback under DEBUG, so a laptop's debug portal and admin
+# stay off the LAN; every interface otherwise (containers, hosts behind a balancer)
+OCPPGW_HOST = cfg.str("OCPPGW_HOST", "127.0.0.1" if DEBUG else "0.0.0.0")
 # OCPP versions offered, in the gateway's order of preference
 OCPPGW_SUBPROTOCOLS = cfg.list(
     "OCPPGW_SUBPROTOCOLS",
@@ -153,6 +162,8 @@ OCPPGW_SUBPROTOCOLS = cfg.list(
 OCPPGW_DEFAULT_SUBPROTOCOL = cfg.choice(
     "OCPPGW_DEFAULT_SUBPROTOCOL", "", ["", "ocpp1.6", "ocpp2.0.1", "ocpp2.1"]
 )
+# other spellings of a subprotocol, `ocpp1.6j=ocpp1.6,OCPP1.6=ocpp1.6`; empty = exact names only
+OCPPGW_SUBPROTOCOL_ALIASES = cfg.parsed("OCPPGW_SUBPROTOCOL_ALIASES", {}, parse_aliases)
 # "basic" = HTTP Basic against Django users; "none" only on closed networks
 OCPPGW_AUTH = cfg.choice("OCPPGW_AUTH", "basic", ["basic", "none"])
 # seconds a verified station password stays remembered in memory
@@ -182,6 +193,8 @@ OCPPGW_VALIDATION_FAILURE = cfg.choice("OCPPGW_VALIDATION_FAILURE", "reject", ["
 MQTT_URL = cfg.url("MQTT_URL", "mqtt://127.0.0.1:1883", schemes=["mqtt", "mqtts"])
 # MQTT protocol version; 5 adds Response Topic / Correlation Data for backends that use them
 OCPPGW_MQTT_PROTOCOL = cfg.choice("OCPPGW_MQTT_PROTOCOL", "5", ["5", "3.1.1"])
+# shared-subscription group of this deployment's processes; two deployments on one broker need two
+OCPPGW_SHARE_GROUP = cfg.parsed("OCPPGW_SHARE_GROUP", "ocppgw", topics.share_group)
 # the EMQX 5.x topic defaults, for backends migrating from it; "seed" = EMQX 4.x plugin topics
 OCPPGW_TOPIC_PRESET = cfg.choice("OCPPGW_TOPIC_PRESET", "seed", ["seed", "emqx5"])
 _emqx5 = OCPPGW_TOPIC_PRESET == "emqx5"
@@ -217,6 +230,8 @@ OCPPGW_QUEUE_LEN = cfg.int("OCPPGW_QUEUE_LEN", 100, min_value=1)
 OCPPGW_CALL_TIMEOUT_S = cfg.float("OCPPGW_CALL_TIMEOUT_S", 30.0, min_value=0)
 # seconds the old password keeps working after a rotation through OCPP (stations reconnect)
 OCPPGW_ROTATION_GRACE_S = cfg.int("OCPPGW_ROTATION_GRACE_S", 3600, min_value=0)
+# seconds over which SIGTERM closes the held stations (1001), so they spread over other nodes
+OCPPGW_DRAIN_S = cfg.int("OCPPGW_DRAIN_S", 0, min_value=0, max_value=3600)
 # name of this gateway process in presence events and node topics; default host:pid
 OCPPGW_NODE = cfg.str("OCPPGW_NODE", "")
 

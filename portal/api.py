@@ -1,20 +1,37 @@
-"""HTTP API (/api/): stations (list, detail, kick), the message log, send a command.
+"""HTTP API (/api/): stations (list, create, update, delete, rotate password, kick), the message
+log, send a command.
 
-Token or session auth and staff only (settings.REST_FRAMEWORK); kick and commands also need
-their permission. It calls the same code as the portal (portal.control, portal.msgsearch).
+Token or session auth (HTTP Basic too, over HTTPS only) and staff only (settings.REST_FRAMEWORK);
+every write also needs its Django permission. It calls the same code as the portal and admin
+(portal.control, portal.msgsearch, stations.services).
 """
 
+import orjson
+from django.db import transaction
 from django.http import Http404
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, permissions, status, views
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.utils.urls import replace_query_param
 
 from portal import control, msgsearch
+from portal.api_auth import AUTH_SCHEMES
+from portal.api_serializers import (
+    CommandAnswerSerializer,
+    CommandSentSerializer,
+    CommandSerializer,
+    KickSerializer,
+    MessageSerializer,
+    NewStationSerializer,
+    PasswordSerializer,
+    StationSerializer,
+)
 from portal.forms import MessageFilterForm
-from stations import identity
+from stations import audit, identity, services
 from stations.models import MessageLog, Station
+
+API_VERSION = "1"
 
 MAX_ROWS = 200
 
@@ -30,64 +47,35 @@ def needs(perm: str):
     return Needs
 
 
-class StationSerializer(serializers.ModelSerializer):
-    connected = serializers.BooleanField(source="is_connected", read_only=True)
-    url = serializers.SerializerMethodField()
+class WritePermissions(permissions.DjangoModelPermissions):
+    """Staff, and for writes the model's add/change/delete permission (reading needs none)."""
 
-    class Meta:
-        model = Station
-        fields = [
-            "cid",
-            "url",
-            "enabled",
-            "security_profile",
-            "connected",
-            *Station.GATEWAY_FIELDS,
-        ]
+    perms_map = {**permissions.DjangoModelPermissions.perms_map, "GET": [], "HEAD": []}
 
-    def get_url(self, obj) -> str:
-        return reverse("api:station", args=[obj.cid], request=self.context.get("request"))
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_staff) and super().has_permission(
+            request, view
+        )
 
 
-class MessageSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = MessageLog
-        fields = [
-            "id",
-            "created",
-            "cid",
-            "direction",
-            "message_type",
-            "unique_id",
-            "action",
-            "size",
-            "payload",
-            "outcome",
-            "reason",
-            "topic",
-        ]
+class ApiRoot(views.APIView):
+    """Where everything is, which version this is, and how to authenticate."""
 
+    permission_classes = [permissions.AllowAny]
 
-class KickSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=120, required=False, allow_blank=True)
+    def get(self, request):
+        def link(name):
+            return reverse(f"api:{name}", request=request)
 
-
-class CommandSerializer(serializers.Serializer):
-    action = serializers.CharField(max_length=64, help_text="e.g. Reset")
-    payload = serializers.DictField(help_text='the OCPP payload, e.g. {"type": "Soft"}')
-
-
-class CommandSentSerializer(serializers.Serializer):
-    unique_id = serializers.CharField()
-    topic = serializers.CharField()
-    answer = serializers.URLField(help_text="poll this for the station's answer")
-
-
-class CommandAnswerSerializer(serializers.Serializer):
-    unique_id = serializers.CharField()
-    state = serializers.ChoiceField(["waiting", "sent", "answered", "error"])
-    answer = serializers.JSONField(help_text="the station's answer frame or the gateway's error")
-    rows = serializers.ListField(child=serializers.DictField(), help_text="log rows seen so far")
+        return Response(
+            {
+                "version": API_VERSION,
+                "stations": link("stations"),
+                "messages": link("messages"),
+                "schema": link("schema"),
+                "authentication": AUTH_SCHEMES,
+            }
+        )
 
 
 def _station(cid: str) -> Station:
@@ -97,10 +85,31 @@ def _station(cid: str) -> Station:
     return station
 
 
-class StationList(generics.ListAPIView):
-    """Stations by cid; `?connected=true|false`, `?search=<part of a cid>`, keyset `?after=<cid>`."""
+class StationList(generics.ListCreateAPIView):
+    """Stations by cid; `?connected=true|false`, `?search=<part of a cid>`, keyset `?after=<cid>`.
+
+    POST creates one (needs stations.add_station); the answer carries its password, once."""
 
     serializer_class = StationSerializer
+    permission_classes = [WritePermissions]
+    queryset = Station.objects.none()  # for the permission's model; get_queryset filters
+
+    def get_serializer_class(self):
+        return NewStationSerializer if self.request.method == "POST" else StationSerializer
+
+    def create(self, request, *args, **kwargs):
+        body = NewStationSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        fields = dict(body.validated_data)
+        cid, password = fields.pop("cid"), fields.pop("password", "")
+        try:
+            station, password = services.create_station(cid, password, **fields)
+        except (services.StationRefused, services.PasswordRefused) as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        audit.record(request.user, "api", "station created", station.cid, str(fields))
+        data = {**StationSerializer(station, context={"request": request}).data}
+        data["password"] = password  # shown this once; stored only as a hash
+        return Response(data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         qs = Station.objects.order_by("cid_key")
@@ -126,11 +135,49 @@ class StationList(generics.ListAPIView):
         return Response({"results": data, "next": next_url})
 
 
-class StationDetail(generics.RetrieveAPIView):
+class StationDetail(generics.RetrieveUpdateDestroyAPIView):
+    """One station. PATCH enabled / security_profile / validation_policy (stations.change_station):
+    disabling or a new profile closes its live socket within a second, a policy change applies to
+    it live. DELETE (stations.delete_station) removes it and its user and closes its socket."""
+
     serializer_class = StationSerializer
+    permission_classes = [WritePermissions]
+    queryset = Station.objects.none()
 
     def get_object(self):
         return _station(self.kwargs["cid"])
+
+    def perform_update(self, serializer):
+        serializer.save()
+        changed = {k: v for k, v in serializer.validated_data.items()}
+        audit.record(
+            self.request.user, "api", "station updated", serializer.instance.cid, str(changed)
+        )
+
+    def perform_destroy(self, instance):
+        services.delete_station(instance)
+        audit.record(self.request.user, "api", "station deleted", instance.cid)
+
+
+class StationPassword(generics.GenericAPIView):
+    """Set a new password (generated if none is given), shown once in the answer; the live socket
+    closes within a second and the station must use the new one (stations.change_station)."""
+
+    serializer_class = PasswordSerializer
+    permission_classes = [needs("stations.change_station")]
+
+    def post(self, request, cid):
+        station = _station(cid)
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        password = body.validated_data.get("password") or services.suggest_password()
+        try:
+            with transaction.atomic():
+                services.set_password(station, password)
+        except services.PasswordRefused as exc:
+            raise ValidationError({"password": str(exc)}) from exc
+        audit.record(request.user, "api", "password rotated", station.cid)  # never the secret
+        return Response({"cid": station.cid, "password": password})
 
 
 class StationKick(generics.GenericAPIView):
@@ -148,7 +195,9 @@ class StationKick(generics.GenericAPIView):
             control.kick(station, reason)
         except (control.Refused, TimeoutError) as exc:
             detail = getattr(exc, "message", "the gateway did not confirm in time")
+            audit.record(request.user, "api", "kick", station.cid, reason, f"failed: {detail}")
             return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        audit.record(request.user, "api", "kick", station.cid, reason)
         return Response({"cid": station.cid, "reason": reason}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -165,14 +214,18 @@ class StationCommand(generics.GenericAPIView):
         station = _station(cid)
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
+        action, payload = body.validated_data["action"], body.validated_data["payload"]
+        detail = f"{action} {orjson.dumps(payload).decode()}"
         try:
-            unique_id, topic = control.send(
-                station, body.validated_data["action"], body.validated_data["payload"]
-            )
+            unique_id, topic = control.send(station, action, payload)
         except control.Refused as exc:
+            audit.record(
+                request.user, "api", "command", station.cid, detail, f"not sent: {exc.message}"
+            )
             raise ValidationError(
                 {"detail": exc.message, "path": exc.path, "rule": exc.rule}
             ) from exc
+        audit.record(request.user, "api", "command", station.cid, detail, f"sent as {unique_id}")
         answer = reverse("api:command-answer", args=[station.cid, unique_id], request=request)
         sent = CommandSentSerializer({"unique_id": unique_id, "topic": topic, "answer": answer})
         return Response(sent.data, status=status.HTTP_202_ACCEPTED)

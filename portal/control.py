@@ -29,6 +29,30 @@ class Refused(Exception):
         self.message, self.path, self.rule = message, path, rule
 
 
+# commands that interrupt a station or a charge: the portal asks before it sends them
+DISRUPTIVE = {
+    "Reset": "restarts the station; a charge in progress may stop",
+    "UnlockConnector": "releases the cable, even during a charge",
+    "ClearCache": "drops the station's authorization cache (offline charging may be refused)",
+    "ChangeAvailability": "can take the station or a connector out of service",
+    "UpdateFirmware": "installs firmware and restarts the station",
+    "RemoteStopTransaction": "stops a charge in progress",
+    "RequestStopTransaction": "stops a charge in progress",
+    "ClearChargingProfile": "removes charging limits the station enforces",
+    "SetNetworkProfile": "changes how the station reaches its backend (it may not come back)",
+    "DeleteCertificate": "removes a certificate the station may need to connect",
+}
+
+
+def disruptive(action: str, payload: dict) -> str | None:
+    """Why `action` needs the operator's confirmation, or None."""
+    why = DISRUPTIVE.get(action)
+    if why is None:
+        return None
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    return f"{action}{f' ({kind})' if kind else ''} {why}"
+
+
 def version_of(station) -> str:
     """The OCPP version the station last connected with; commands are checked against it."""
     return station.ocpp_version or ""
@@ -75,6 +99,15 @@ def envelope(unique_id: str, action: str, payload: dict) -> bytes:
 
 def send(station, action: str, payload) -> tuple[str, str]:
     """Validate and publish a CALL to the station; returns (UniqueId, topic) or raises Refused."""
+    check(station, action, payload)
+    unique_id = str(uuid.uuid4())
+    topic = downstream_topic(station)
+    publish(topic, envelope(unique_id, action, payload))
+    return unique_id, topic
+
+
+def check(station, action: str, payload) -> None:
+    """Raise Refused unless the station's version takes this CALL with this payload."""
     version = version_of(station)
     if version not in validation.VERSIONS:
         raise Refused("the station has never connected, so its OCPP version is unknown")
@@ -87,10 +120,6 @@ def send(station, action: str, payload) -> tuple[str, str]:
     violation = policy.check("downstream", version, action, "call", payload)
     if violation:
         raise Refused(violation.description, violation.path, violation.rule)
-    unique_id = str(uuid.uuid4())
-    topic = downstream_topic(station)
-    publish(topic, envelope(unique_id, action, payload))
-    return unique_id, topic
 
 
 def publish(topic: str, body: bytes) -> None:

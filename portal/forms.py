@@ -125,6 +125,7 @@ class CommandForm(forms.Form):
 
     action = forms.CharField(max_length=64)
     payload = forms.CharField(widget=forms.Textarea, initial="{}")
+    confirm = forms.BooleanField(required=False)  # the operator confirmed a disruptive command
 
     def clean_payload(self):
         try:

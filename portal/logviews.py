@@ -1,12 +1,14 @@
 """Portal pages over the message log: the filtered, keyset-paginated log, one row, traffic."""
 
+import datetime
+
 import orjson
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.http import urlencode
 
-from portal import msgsearch, traffic
+from portal import export, msgsearch, traffic
 from portal.access import staff_required
 from portal.forms import MessageFilterForm
 from stations.models import MessageLog
@@ -34,6 +36,25 @@ def messages(request):
         "filtered": bool(query),
     }
     return render(request, "portal/messages.html", context)
+
+
+@staff_required
+def messages_export(request):
+    """The filtered log as a streamed download: ?format=csv (default) or ndjson."""
+    form = MessageFilterForm(request.GET)
+    if not form.is_valid():
+        return HttpResponseBadRequest(
+            "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        )
+    filters = form.filters()
+    kind = request.GET.get("format", "csv")
+    if kind not in export.FORMATS:
+        return HttpResponseBadRequest("format: csv or ndjson")
+    body = export.as_csv(filters) if kind == "csv" else export.as_ndjson(filters)
+    response = StreamingHttpResponse(body, content_type=export.FORMATS[kind])
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = f'attachment; filename="ocppgw-log-{stamp}.{kind}"'
+    return response
 
 
 @staff_required

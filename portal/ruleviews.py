@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from portal.access import post_with_permission, staff_required
 from portal.forms import ExemptionForm, PreviewForm, TopicRuleForm
-from stations import validation
+from stations import audit, validation
 from stations.models import TopicRule, ValidationExemption
 
 # the seed's own example comes first in the help (seed 000: per-action topic override)
@@ -38,6 +38,9 @@ def _defaults() -> list[tuple[str, str]]:
         ("reply", s.OCPPGW_REPLY_TOPIC),
         ("error", s.OCPPGW_ERROR_TOPIC),
         ("downstream", s.OCPPGW_DOWNSTREAM_TOPIC),
+        ("notice (gateway notices)", s.OCPPGW_NOTICE_TOPIC),
+        ("presence (retained)", s.OCPPGW_PRESENCE_TOPIC),
+        ("node status (retained)", "ocpp/gw/nodes/<node>"),
     ]
 
 
@@ -72,6 +75,7 @@ def rule_create(request):
     if not form.is_valid():
         return _rules_page(request, form, status=400)
     rule = form.save()
+    audit.record(request.user, "portal", "rule created", f"rule {rule.pk}", str(rule))
     messages.success(request, f"Saved: {rule}. Every gateway process applies it within 2 s.")
     return redirect("portal:rules")
 
@@ -83,6 +87,7 @@ def rule_update(request, pk):
     if not form.is_valid():
         return _rules_page(request, form, editing=rule, status=400)
     form.save()
+    audit.record(request.user, "portal", "rule updated", f"rule {rule.pk}", str(rule))
     messages.success(request, f"Updated: {rule}.")
     return redirect("portal:rules")
 
@@ -90,6 +95,7 @@ def rule_update(request, pk):
 @post_with_permission("stations.delete_topicrule")
 def rule_delete(request, pk):
     rule = get_object_or_404(TopicRule, pk=pk)
+    audit.record(request.user, "portal", "rule deleted", f"rule {rule.pk}", str(rule))
     rule.delete()
     messages.success(request, f"Deleted: {rule}.")
     return redirect("portal:rules")
@@ -132,6 +138,7 @@ def exemption_create(request):
     if not form.is_valid():
         return _exemptions_page(request, form, status=400)
     exemption = form.save()
+    audit.record(request.user, "portal", "exemption created", exemption.action, str(exemption))
     messages.success(request, f"{exemption} is no longer schema-checked.")
     return redirect("portal:exemptions")
 
@@ -143,6 +150,7 @@ def exemption_update(request, pk):
     if not form.is_valid():
         return _exemptions_page(request, form, status=400)
     form.save()
+    audit.record(request.user, "portal", "exemption updated", exemption.action, str(exemption))
     messages.success(request, f"Updated {exemption}.")
     return redirect("portal:exemptions")
 
@@ -150,6 +158,7 @@ def exemption_update(request, pk):
 @post_with_permission("stations.delete_validationexemption")
 def exemption_delete(request, pk):
     exemption = get_object_or_404(ValidationExemption, pk=pk)
+    audit.record(request.user, "portal", "exemption deleted", exemption.action, str(exemption))
     exemption.delete()
     messages.success(request, f"{exemption} is schema-checked again.")
     return redirect("portal:exemptions")

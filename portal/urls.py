@@ -2,7 +2,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal import logviews, ruleviews, views
+from portal import auditviews, logviews, ruleviews, views
 
 app_name = "portal"
 urlpatterns = [
@@ -19,6 +19,7 @@ urlpatterns = [
     path("stations/<str:cid>/", views.station, name="station"),
     path("stations/<str:cid>/live.json", views.station_live, name="station-live"),
     path("stations/<str:cid>/kick", views.kick, name="kick"),
+    path("stations/<str:cid>/policy", views.set_policy, name="policy"),
     path("stations/<str:cid>/command", views.send_command, name="command"),
     path(
         "stations/<str:cid>/command/<str:unique_id>.json",
@@ -26,6 +27,7 @@ urlpatterns = [
         name="command-answer",
     ),
     path("messages/", logviews.messages, name="messages"),
+    path("messages/export", logviews.messages_export, name="messages-export"),
     path("messages/<int:pk>/", logviews.message, name="message"),
     path("traffic/", logviews.traffic_page, name="traffic"),
     path("traffic.json", logviews.traffic_data, name="traffic-data"),
@@ -36,6 +38,7 @@ urlpatterns = [
     path("rules/<int:pk>/save", ruleviews.rule_update, name="rule-update"),
     path("rules/<int:pk>/delete", ruleviews.rule_delete, name="rule-delete"),
     path("exemptions/", ruleviews.exemptions, name="exemptions"),
+    path("audit/", auditviews.audit_trail, name="audit"),
     path("exemptions/new", ruleviews.exemption_create, name="exemption-create"),
     path("exemptions/<int:pk>/save", ruleviews.exemption_update, name="exemption-update"),
     path("exemptions/<int:pk>/delete", ruleviews.exemption_delete, name="exemption-delete"),

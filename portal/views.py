@@ -1,33 +1,24 @@
-"""Portal pages about stations: the live list, one station's page, kick and send a command.
+"""Portal pages about stations: the inventory, one station's page, kick and send a command.
 
 The truth is the database: the gateway processes write presence and counters there in batches
 (every ~0.5 s and ~1 s), so every portal page is correct whichever process holds a station.
 """
 
+import orjson
 from django.contrib import messages
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from portal import control
+from portal import control, inventory
 from portal.access import post_with_permission, staff_required
 from portal.forms import CommandForm
-from stations import identity
+from stations import audit, identity
 from stations.models import MessageLog, Station
 
-LIVE_ROWS = 500  # the live list shows this many matches; the search narrows it
 RECENT_FRAMES = 25
 PRESENCE_ROWS = 15
 PRESENCE_OUTCOMES = ("connected", "disconnected", "refused")
-_LIVE_FIELDS = (
-    "cid",
-    "ocpp_version",
-    "node",
-    "connected_at",
-    "last_frame_at",
-    "frames_in",
-    "frames_out",
-)
 
 
 def _station_or_404(cid: str) -> Station:
@@ -37,29 +28,28 @@ def _station_or_404(cid: str) -> Station:
     return station
 
 
-def _connected(search: str):
-    qs = Station.objects.connected()
-    if search:
-        qs = qs.filter(cid_key__contains=identity.key(search))
-    return qs
-
-
 @staff_required
 def stations(request):
-    """Connected stations; the table refreshes itself from stations_live."""
+    """The inventory: every station, filtered, searched, sorted, paged; refreshed by live.js."""
     wanted = request.GET.get("open", "").strip()
     if wanted:
         problem = identity.validate(wanted)
         if not problem:
             return redirect("portal:station", cid=wanted)
         messages.error(request, f"{wanted!r}: {problem}")
-    search = request.GET.get("q", "").strip()
-    rows = list(_connected(search).order_by("cid_key").values(*_LIVE_FIELDS)[:LIVE_ROWS])
+    result = inventory.page(inventory.Query.from_params(request.GET))
+    q = result.query
     context = {
-        "rows": rows,
-        "search": search,
-        "total": Station.objects.connected().count(),
-        "limit": LIVE_ROWS,
+        "page": result,
+        "q": q,
+        "states": [
+            (s, result.counts[s], q.params(state=s, page=1), s == q.state) for s in inventory.STATES
+        ],
+        "sorts": [
+            (s.replace("_", " "), q.params(sort=s, page=1), s == q.sort) for s in inventory.SORTS
+        ],
+        "prev": q.params(page=q.page - 1) if q.page > 1 else "",
+        "next": q.params(page=q.page + 1) if q.page < result.pages else "",
         "refused": Station.objects.filter(last_refused_at__isnull=False)
         .order_by("-last_refused_at")
         .values("cid", "last_refused_at", "last_refused_reason")[:5],
@@ -69,13 +59,18 @@ def stations(request):
 
 @staff_required
 def stations_live(request):
-    """The connected stations as JSON, polled every second by live.js (two queries)."""
-    search = request.GET.get("q", "").strip()
-    rows = list(_connected(search).order_by("cid_key").values(*_LIVE_FIELDS)[:LIVE_ROWS])
-    for row in rows:
+    """The same page of the inventory as JSON, for live.js (three queries)."""
+    result = inventory.page(inventory.Query.from_params(request.GET))
+    for row in result.rows:
         row["url"] = reverse("portal:station", args=[row["cid"]])
     return JsonResponse(
-        {"stations": rows, "total": Station.objects.connected().count(), "limit": LIVE_ROWS}
+        {
+            "stations": result.rows,
+            "matching": result.matching,
+            "counts": result.counts,
+            "page": result.query.page,
+            "pages": result.pages,
+        }
     )
 
 
@@ -106,6 +101,7 @@ def station(request, cid):
         "version": version,
         "form": CommandForm(initial={"action": "Reset" if version else ""}),
         "pending": request.GET.get("command", "")[:36],
+        "policies": Station.POLICIES,
     }
     return render(request, "portal/station.html", context)
 
@@ -127,6 +123,14 @@ def station_live(request, cid):
                 "last_frame_at": station.last_frame_at,
                 "frames_in": station.frames_in,
                 "frames_out": station.frames_out,
+                "frames_lenient": station.frames_lenient,
+                "vendor": station.vendor,
+                "model": station.model,
+                "serial_number": station.serial_number,
+                "firmware_version": station.firmware_version,
+                "last_boot_at": station.last_boot_at,
+                "last_heartbeat_at": station.last_heartbeat_at,
+                "connectors": station.connectors,
                 "last_refused_at": station.last_refused_at,
                 "last_refused_reason": station.last_refused_reason,
             },
@@ -157,14 +161,37 @@ def kick(request, cid):
     """Close the station's socket wherever it is held (across processes through Redis)."""
     station = _station_or_404(cid)
     reason = request.POST.get("reason", "").strip()[:120] or f"kicked by {request.user}"
+    result = "ok"
     try:
         control.kick(station, reason)
     except control.Refused as exc:
+        result = f"failed: {exc.message}"
         messages.error(request, f"Could not kick {station.cid}: {exc.message}")
     except TimeoutError:
+        result = "failed: the gateway did not confirm in time"
         messages.error(request, f"The gateway did not confirm the kick of {station.cid} in time.")
     else:
         messages.success(request, f"{station.cid} was asked to disconnect ({reason}).")
+    audit.record(request.user, "portal", "kick", station.cid, reason, result)
+    return redirect("portal:station", cid=station.cid)
+
+
+@post_with_permission("stations.change_station")
+def set_policy(request, cid):
+    """The station's validation policy (strict / lenient / log / gateway default)."""
+    station = _station_or_404(cid)
+    policy = request.POST.get("validation_policy", "")
+    if policy not in dict(Station.POLICIES):
+        messages.error(request, f"Unknown validation policy {policy[:20]!r}.")
+    elif policy != station.validation_policy:
+        old = station.validation_policy or "default"
+        station.validation_policy = policy
+        station.save(update_fields=["validation_policy", "policy_changed_at"])
+        audit.record(
+            request.user, "portal", "policy", station.cid, f"{old} -> {policy or 'default'}"
+        )
+        shown = station.get_validation_policy_display()
+        messages.success(request, f"{station.cid}: validation policy is now {shown}.")
     return redirect("portal:station", cid=station.cid)
 
 
@@ -177,21 +204,35 @@ def send_command(request, cid):
     if not form.is_valid():
         error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
         return _refused(request, station, wants_json, control.Refused(error))
+    action, payload = form.cleaned_data["action"], form.cleaned_data["payload"]
+    warning = control.disruptive(action, payload)
+    if warning and not form.cleaned_data["confirm"]:
+        try:  # a command that cannot be sent is refused before anyone is asked to confirm it
+            control.check(station, action, payload)
+        except control.Refused as exc:
+            return _refused(request, station, wants_json, exc)
+        # nothing is sent or audited until the operator confirms (command.js asks)
+        refusal = control.Refused(f"{warning}. Confirm to send it.")
+        return _refused(request, station, wants_json, refusal, confirm=True)
+    detail = f"{action} {orjson.dumps(payload).decode()}"
     try:
-        unique_id, topic = control.send(
-            station, form.cleaned_data["action"], form.cleaned_data["payload"]
-        )
+        unique_id, topic = control.send(station, action, payload)
     except control.Refused as exc:
+        audit.record(
+            request.user, "portal", "command", station.cid, detail, f"not sent: {exc.message}"
+        )
         return _refused(request, station, wants_json, exc)
+    audit.record(request.user, "portal", "command", station.cid, detail, f"sent as {unique_id}")
     if wants_json:
         return JsonResponse({"unique_id": unique_id, "topic": topic}, status=202)
     messages.success(request, f"Sent {form.cleaned_data['action']} on {topic}.")
     return redirect(reverse("portal:station", args=[station.cid]) + f"?command={unique_id}")
 
 
-def _refused(request, station, wants_json, exc):
+def _refused(request, station, wants_json, exc, confirm=False):
     if wants_json:
-        return JsonResponse({"error": exc.message, "path": exc.path, "rule": exc.rule}, status=400)
+        body = {"error": exc.message, "path": exc.path, "rule": exc.rule, "confirm": confirm}
+        return JsonResponse(body, status=400)
     messages.error(request, f"Not sent: {exc.message}")
     return redirect("portal:station", cid=station.cid)
 

@@ -3,20 +3,25 @@
 Changelists stay cheap on big tables: joins for every FK column, no COUNT(*) of the whole log.
 """
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from stations import identity, services
-from stations.models import MessageLog, Station, TopicRule, ValidationExemption
+from stations import audit, codes, identity, services
+from stations.models import AuditEntry, MessageLog, Station, TopicRule, ValidationExemption
 
 admin.site.site_header = admin.site.site_title = "ocppgw admin"
 admin.site.site_url = "/portal/"  # "view site" leads to the operator portal
+# the app sidebar took a quarter of a 1366 px laptop from every changelist; breadcrumbs remain
+admin.site.enable_nav_sidebar = False
 
 
 class StationForm(forms.ModelForm):
@@ -31,7 +36,7 @@ class StationForm(forms.ModelForm):
 
     class Meta:
         model = Station
-        fields = ["cid", "enabled", "security_profile"]
+        fields = ["cid", "enabled", "security_profile", "validation_policy"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -85,11 +90,14 @@ class StationAdmin(admin.ModelAdmin):
         "frames_out",
     ]
     list_select_related = False  # no FK column: the station's own row has everything shown
-    list_filter = ["enabled", "security_profile", "ocpp_version"]
+    list_filter = ["enabled", "security_profile", "validation_policy", "ocpp_version"]
     search_fields = ["cid_key"]
     readonly_fields = ["user", "portal_link", "credentials_changed_at", *PRESENCE_FIELDS]
     fieldsets = [
-        (None, {"fields": ["cid", "enabled", "security_profile", "portal_link"]}),
+        (
+            None,
+            {"fields": ["cid", "enabled", "security_profile", "validation_policy", "portal_link"]},
+        ),
         ("Credentials", {"fields": ["new_password", "user", "credentials_changed_at"]}),
         (
             "Presence and traffic (written by the gateway)",
@@ -116,12 +124,27 @@ class StationAdmin(admin.ModelAdmin):
             '<a href="{}">open the station page</a>', reverse("portal:station", args=[obj.cid])
         )
 
+    def delete_model(self, request, obj):
+        services.delete_station(obj)  # its user too: a station's user is nobody else's
+        audit.record(request.user, "admin", "station deleted", obj.cid)
+
+    def delete_queryset(self, request, queryset):
+        for station in queryset.select_related("user"):
+            self.delete_model(request, station)
+
     @transaction.atomic
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         password = form.cleaned_data.get("new_password")
         if password:
             services.set_password(obj, password)
+        changed = [name for name in form.changed_data if name != "new_password"]
+        if not change:
+            audit.record(request.user, "admin", "station created", obj.cid)
+        elif changed:
+            audit.record(request.user, "admin", "station updated", obj.cid, ", ".join(changed))
+        if change and password:
+            audit.record(request.user, "admin", "password rotated", obj.cid)  # never the secret
 
 
 @admin.register(TopicRule)
@@ -154,23 +177,30 @@ class CappedCountPaginator(Paginator):
         return self.object_list[: self.CAP].count()
 
 
+class FrameTypeFilter(admin.SimpleListFilter):
+    """Frame types by name (CALL, CALLRESULT…) rather than the bare numbers stored."""
+
+    title, parameter_name = "frame type", "type"
+
+    def lookups(self, request, model_admin):
+        return [(str(n), name) for n, name in codes.TYPE_NAMES.items()]
+
+    def queryset(self, request, queryset):
+        value = self.value()  # anything but a known number (a hand-edited URL) filters nothing
+        known = value in {str(n) for n in codes.TYPE_NAMES}
+        return queryset.filter(message_type=int(value)) if known else queryset
+
+
 @admin.register(MessageLog)
 class MessageLogAdmin(admin.ModelAdmin):
     """Read-only. For deep paging and time ranges use the portal's message log (keyset pages)."""
 
-    list_display = [
-        "created",
-        "cid",
-        "station_link",
-        "direction",
-        "message_type",
-        "action",
-        "unique_id",
-        "outcome",
-        "size",
-    ]
+    # compact: one "frame" column instead of direction, type and action, and the cid links to
+    # the portal's station page; fits 1366 px next to the filter sidebar
+    list_display = ["created", "station_link", "frame", "unique_id", "outcome", "size"]
+    change_list_template = "admin/stations/messagelog/change_list.html"
     list_select_related = ["station"]
-    list_filter = ["direction", "message_type", "outcome"]
+    list_filter = ["direction", FrameTypeFilter, "outcome"]
     # exact matches only: they use the indexes, a LIKE '%…%' would scan millions of rows
     search_fields = ["=unique_id", "=cid", "=action"]
     raw_id_fields = ["station"]
@@ -194,8 +224,77 @@ class MessageLogAdmin(admin.ModelAdmin):
 
     @admin.display(description="station")
     def station_link(self, obj):
-        if obj.station is None:
-            return "—"
+        if obj.station_id is None:
+            return obj.cid or "—"  # a refused attempt names no known station
         return format_html(
-            '<a href="{}">{}</a>', reverse("portal:station", args=[obj.station.cid]), obj.station
+            '<a href="{}">{}</a>', reverse("portal:station", args=[obj.cid]), obj.cid
         )
+
+    @admin.display(description="frame")
+    def frame(self, obj):
+        return " ".join(
+            part
+            for part in (obj.direction, codes.TYPE_NAMES.get(obj.message_type, ""), obj.action)
+            if part
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        # the same filter in the portal's log, which pages through time ranges without counting
+        params = {
+            "direction": request.GET.get("direction__exact", ""),
+            "type": request.GET.get("type", ""),
+        }
+        query = urlencode({k: v for k, v in params.items() if v})
+        portal = reverse("portal:messages") + (f"?{query}" if query else "")
+        return super().changelist_view(request, {**(extra_context or {}), "portal_log_url": portal})
+
+
+class AccountKind(admin.SimpleListFilter):
+    """Station users (username = cid, one per Station) apart from the people who operate."""
+
+    title, parameter_name = "account", "kind"
+
+    def lookups(self, request, model_admin):
+        return [("operator", "operators"), ("station", "stations")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "station":
+            return queryset.filter(station__isnull=False)
+        if self.value() == "operator":
+            return queryset.filter(station__isnull=True)
+        return queryset
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class OperatorAwareUserAdmin(UserAdmin):
+    """Django's user admin, with station accounts told apart (set through the station, not here)."""
+
+    list_display = [*UserAdmin.list_display, "station_link"]
+    list_filter = [AccountKind, *UserAdmin.list_filter]
+    list_select_related = ["station"]
+
+    @admin.display(description="Station")
+    def station_link(self, obj):
+        station = getattr(obj, "station", None)
+        if station is None:
+            return "—"
+        url = reverse("admin:stations_station_change", args=[station.pk])
+        return format_html('<a href="{}">{}</a>', url, station.cid)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ["at", "username", "via", "action", "target", "result"]
+    list_filter = ["via", "action"]
+    search_fields = ["target", "username"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the trail is read-only; it is pruned by nobody but the database admin

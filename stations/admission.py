@@ -12,7 +12,7 @@ import secrets
 from channels.db import database_sync_to_async
 
 from ocppgw import logs
-from stations import auth, identity, proxy
+from stations import auth, identity, proxy, subprotocols
 from stations.port import StationInfo
 from stations.refusals import Refusal
 
@@ -28,15 +28,16 @@ class Refused:
 class Admitted:
     station: StationInfo
     address: str
-    subprotocol: str | None  # None: the station offered none and the default was taken
-    version_ok: bool = True  # False: no acceptable subprotocol (complete the handshake, close 1002)
+    subprotocol: str | None  # echoed as offered; None: it offered none and got the default
+    no_version: Refusal | None = None  # no acceptable subprotocol: accept, then close 1002
 
 
 async def admit(gw, scope) -> Refused | Admitted:
     """The verdict on one handshake."""
     s = gw.settings
-    cid = identity.cid_from_raw_path(scope.get("raw_path") or b"") or ""
-    problem = identity.validate(cid)
+    cid, problem = identity.parse_path(scope.get("raw_path") or b"")
+    cid = cid or ""
+    problem = problem or identity.validate(cid)  # the refusal names the rule
     if problem:
         return Refused(Refusal("bad_id", problem), cid[:48], known=False)
     logs.cid_var.set(cid)  # the consumer's task: every later log line names the station
@@ -58,7 +59,9 @@ async def admit(gw, scope) -> Refused | Admitted:
     if refusal:
         return Refused(Refusal("security_profile", refusal), cid)
     offered = scope.get("subprotocols") or []
-    version = pick_version(offered, s.OCPPGW_SUBPROTOCOLS, s.OCPPGW_DEFAULT_SUBPROTOCOL)
+    version, echoed, refusal = subprotocols.pick(
+        offered, s.OCPPGW_SUBPROTOCOLS, s.OCPPGW_SUBPROTOCOL_ALIASES, s.OCPPGW_DEFAULT_SUBPROTOCOL
+    )
     station = StationInfo(
         credentials.cid,  # as created
         cid_key,
@@ -67,19 +70,10 @@ async def admit(gw, scope) -> Refused | Admitted:
         connection_id=secrets.token_hex(8),
         claim_seq=gw.cluster.next_seq(),
         authenticated_at=datetime.datetime.now(datetime.UTC),
+        validation_policy=credentials.validation_policy,
     )
-    subprotocol = f"ocpp{version}" if offered and version else None
-    return Admitted(station, address, subprotocol, version_ok=version is not None)
-
-
-def pick_version(offered, accepted, default: str) -> str | None:
-    """The OCPP version of the first offered subprotocol we accept (the station's preference)."""
-    for name in offered:
-        if name in accepted:
-            return name.removeprefix("ocpp")
-    if not offered and default:
-        return default.removeprefix("ocpp")
-    return None
+    no_version = Refusal("no_subprotocol", refusal) if refusal else None
+    return Admitted(station, address, echoed, no_version)
 
 
 @database_sync_to_async

@@ -48,6 +48,7 @@ class Credentials:
     password: str  # the Django hash, never the secret
     previous_password: str
     previous_until: datetime.datetime | None
+    validation_policy: str = ""  # "" = the gateway's OCPPGW_VALIDATION_FAILURE
 
 
 @dataclass(slots=True)
@@ -142,12 +143,13 @@ def load_credentials(cid_key: str) -> Credentials | None:
             "user__password",
             "previous_password",
             "previous_password_until",
+            "validation_policy",
         )
         .first()
     )
     if row is None:
         return None
-    sid, cid, enabled, active, profile, password, previous, until = row
+    sid, cid, enabled, active, profile, password, previous, until, policy = row
     return Credentials(
-        sid, cid, cid_key, enabled, bool(active), profile, password or "", previous, until
+        sid, cid, cid_key, enabled, bool(active), profile, password or "", previous, until, policy
     )

@@ -16,7 +16,6 @@ from ocppgw.edge.socket import SocketWriter, backlog
 from stations import admission, identity, metrics
 from stations.conversation import Conversation
 from stations.gateway import get_gateway
-from stations.refusals import Refusal
 
 log = logging.getLogger("ocppgw.consumer")
 
@@ -69,11 +68,13 @@ class OcppConsumer(AsyncWebsocketConsumer):
                 )
             return await self.close()
         st = verdict.station
-        if not verdict.version_ok:
+        reason = verdict.no_version
+        if reason:
             # 1.6J §3.1.2, 2.0.1 §3.2: complete the handshake without a subprotocol, then close
             await self.accept()
-            reason = Refusal("no_subprotocol", "no acceptable OCPP subprotocol offered")
+            log.warning("refused %r: %s", st.cid, reason)
             metrics.refused(reason)
+            gw.writer.refused(st.cid_key, reason)  # the portal's "last refused connection"
             gw.writer.add(
                 cid=st.cid,
                 station_id=st.station_id,
@@ -95,7 +96,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return await self.close(code=1009)
         conversation = self.conversation
         if conversation.abusive:
-            return  # closed for abuse: what it sent meanwhile is not taken (nor logged: cheap)
+            # closed for abuse: what it sent meanwhile is not taken nor logged, only counted
+            metrics.FRAMES_AFTER_ABUSE.inc()
+            return
         conversation.on_text(text_data)
         await conversation.pushback()
 

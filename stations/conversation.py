@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from ocppgw import logs
-from stations import frames, rotation, validation
+from stations import facts, frames, quirks, rotation, validation
 from stations.calls import RECENT_IDS, BackendCall, BackendCalls, StationCalls
 from stations.frames import CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, Frame
 from stations.outbox import UNACKED_HIGH, Outbox
@@ -105,18 +105,35 @@ class Conversation:
         self._call_error(frame.id, frame.action, code, description, code)
 
     def _check(self, direction, action, kind, payload):
-        """A schema violation that must stop the frame, or None (logged-only violations pass)."""
-        violation = self.port.check(direction, self.station.version, action, kind, payload)
-        if violation and self.port.settings.OCPPGW_VALIDATION_FAILURE == "log":
+        """(violation that stops the frame or None, the envelope's Validation marker or None).
+
+        A failing payload may still pass under the validation policy (log, or lenient for the
+        documented firmware quirks, stations/quirks.py): it is forwarded unchanged, marked."""
+        version = self.station.version
+        violation = self.port.check(direction, version, action, kind, payload)
+        if violation is None:
+            return None, None
+        policy = quirks.policy_for(
+            self.station.validation_policy, self.port.settings.OCPPGW_VALIDATION_FAILURE
+        )
+        outcome = quirks.judge(
+            policy,
+            violation,
+            lambda repaired: self.port.check(direction, version, action, kind, repaired),
+            payload,
+        )
+        if outcome.lenient:
+            self.port.writer.lenient(self.station.station_id)
+        if outcome.stop is None:
             log.info(
-                "%s %s %s: %s (passed: validation failure mode is log)",
+                "%s %s %s: %s (passed: validation policy %s)",
                 self.cid,
                 direction,
                 action,
                 violation.description,
+                policy,
             )
-            return None
-        return violation
+        return outcome.stop, outcome.marker
 
     def _station_call(self, frame: Frame, text: str) -> None:
         if not self.bucket.take(self.clock.time()):
@@ -134,11 +151,16 @@ class Conversation:
                 why = f"unknown action {frame.action}"
                 self._refuse_call(frame, text, "NotImplemented", why, "unknown action")
                 return
-        violation = self._check("upstream", frame.action, "call", frame.payload)
+        violation, marker = self._check("upstream", frame.action, "call", frame.payload)
         if violation:
             self._refuse_call(frame, text, violation.code, violation.description, "invalid")
             return
-        pending = self.out.publish("upstream", frame, frame.action, text, self.last_rx)
+        pending = self.out.publish(
+            "upstream", frame, frame.action, text, self.last_rx, validation=marker
+        )
+        if frame.action in facts.ACTIONS:  # the portal's station facts, batched by the writer
+            st = self.station
+            self.port.writer.facts(st.station_id, st.version, frame.action, frame.payload)
         forgotten = self.station_calls.add(frame.id, frame.action, pending)
         if forgotten is not None:  # a backend answer to it becomes an "unmatched" notice
             why = f"over {len(self.station_calls)} unanswered CALLs: forgotten"
@@ -155,20 +177,20 @@ class Conversation:
         )
 
     def _station_send(self, frame: Frame, text: str) -> None:
-        violation = self._check("upstream", frame.action, "send", frame.payload)
+        violation, marker = self._check("upstream", frame.action, "send", frame.payload)
         if violation:
             self.out.log(
                 "in", SEND, frame.id, frame.action, text, "rejected", violation.description
             )
             return
-        self.out.publish("upstream", frame, frame.action, text, self.last_rx)
+        self.out.publish("upstream", frame, frame.action, text, self.last_rx, validation=marker)
 
     def _station_result(self, frame: Frame, text: str) -> None:
         call = self.backend_calls.in_flight(frame.id)
         if call is None:
             self._station_unmatched_answer(frame, text, "reply")
             return
-        violation = self._check("upstream", call.action, "result", frame.payload)
+        violation, marker = self._check("upstream", call.action, "result", frame.payload)
         self.backend_calls.finish()
         if violation:
             # the backend's own CALL: it gets the error envelope on the error topic
@@ -184,7 +206,9 @@ class Conversation:
                 )
                 self.out.send(frames.encode(answer), CALLRESULTERROR, frame.id, call.action)
         else:
-            self.out.publish("reply", frame, call.action, text, self.last_rx, call=call)
+            self.out.publish(
+                "reply", frame, call.action, text, self.last_rx, call=call, validation=marker
+            )
             if call.secret and rotation.accepted(self.station.version, frame.payload):
                 self.port.store_password(self.station, call.secret)
         self.pump()
@@ -216,23 +240,28 @@ class Conversation:
     # --- envelopes from the backend ----------------------------------------------------------------
     def on_downstream(self, raw: bytes, props) -> None:
         """Handle one backend message addressed to this station."""
-        logs.cid_var.set(self.cid)  # runs in the bridge callback's own context copy
-        frame = self.out.read_envelope(raw)
-        if frame is None:
-            return
-        if frame.type == CALL:
-            self._backend_call(frame, raw, props)
-        elif frame.type == SEND:
-            self._backend_send(frame, raw)
-        elif frame.type in (CALLRESULT, CALLERROR):
-            self._backend_answer(frame, raw)
-        else:
-            self._backend_result_error(frame, raw)
+        # the bridge's socket reader runs every callback in one long-lived context: set and
+        # reset, or the bridge's own later log lines (a broker disconnect) name this station
+        token = logs.cid_var.set(self.cid)
+        try:
+            frame = self.out.read_envelope(raw)
+            if frame is None:
+                return
+            if frame.type == CALL:
+                self._backend_call(frame, raw, props)
+            elif frame.type == SEND:
+                self._backend_send(frame, raw)
+            elif frame.type in (CALLRESULT, CALLERROR):
+                self._backend_answer(frame, raw)
+            else:
+                self._backend_result_error(frame, raw)
+        finally:
+            logs.cid_var.reset(token)
 
     def _backend_call(self, frame: Frame, raw: bytes, props) -> None:
         call = backend_call(frame, props, self.station.version)
         raw = call.logged or raw
-        violation = self._check("downstream", frame.action, "call", frame.payload)
+        violation, _ = self._check("downstream", frame.action, "call", frame.payload)
         if violation:
             self.out.reject_invalid("gw", CALL, frame.id, frame.action, raw, violation, call=call)
             return
@@ -269,7 +298,7 @@ class Conversation:
                 frame.id, frame.action, "MessageTypeNotSupported", why, "invalid", notice=True
             )
             return
-        violation = self._check("downstream", frame.action, "send", frame.payload)
+        violation, _ = self._check("downstream", frame.action, "send", frame.payload)
         if violation:
             self.out.reject_invalid("gw", SEND, frame.id, frame.action, raw, violation)
             return
@@ -289,7 +318,7 @@ class Conversation:
             return
         action = call.action
         if frame.type == CALLRESULT:
-            violation = self._check("downstream", action, "result", frame.payload)
+            violation, _ = self._check("downstream", action, "result", frame.payload)
             if violation:
                 self.out.reject_invalid("gw", CALLRESULT, frame.id, action, raw, violation)
                 why = "the backend's answer failed validation"

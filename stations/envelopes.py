@@ -12,8 +12,14 @@ from stations.frames import CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, 
 EXCERPT_CHARS = 512
 
 
-def upstream(frame: Frame, action: str | None, late: bool = False) -> bytes:
-    """The envelope published for a frame from a station; `action` is known for answers too."""
+def upstream(
+    frame: Frame, action: str | None, late: bool = False, validation: dict | None = None
+) -> bytes:
+    """The envelope published for a frame from a station; `action` is known for answers too.
+
+    `validation` ({"path", "rule", "policy"}) marks a payload that failed its schema and was
+    forwarded anyway (policy log or lenient), so a backend can tell checked from unchecked data.
+    """
     body: dict = {"MessageTypeId": frame.type, "UniqueId": frame.id}
     if action:
         body["Action"] = action
@@ -25,6 +31,8 @@ def upstream(frame: Frame, action: str | None, late: bool = False) -> bytes:
         body["ErrorDetails"] = frame.details
     if late:
         body["Late"] = True
+    if validation:
+        body["Validation"] = validation
     return orjson.dumps(body)
 
 

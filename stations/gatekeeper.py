@@ -75,12 +75,27 @@ class Gatekeeper:
 
 
 def _check(cid_key: str, password: str):
-    """Load and verify a station's credentials (runs on a worker thread)."""
+    """Load and verify a station's credentials (runs on a worker thread).
+
+    The worker thread keeps its database connection between checks: opening a PostgreSQL
+    connection per check was 8 of a check's 11 ms and capped a cold reconnect storm at ~100
+    stations/s (bench T9, docs/performance.md). The executor's threads are few and reused, so
+    the connections stay bounded; a broken one is closed and the check retried once on a new one.
+    """
     try:
-        credentials = auth.load_credentials(cid_key)
-        if credentials is None:
-            auth.equalize_timing(password)
-            return None, Refusal("unknown_station", "unknown charge point id")
-        return credentials, auth.verify(password, credentials, datetime.datetime.now(datetime.UTC))
-    finally:
-        connection.close()  # worker threads are not request-scoped: never leak connections
+        return _check_once(cid_key, password)
+    except (DatabaseError, InterfaceError):
+        connection.close()
+    try:
+        return _check_once(cid_key, password)
+    except (DatabaseError, InterfaceError):
+        connection.close()
+        raise
+
+
+def _check_once(cid_key: str, password: str):
+    credentials = auth.load_credentials(cid_key)
+    if credentials is None:
+        auth.equalize_timing(password)
+        return None, Refusal("unknown_station", "unknown charge point id")
+    return credentials, auth.verify(password, credentials, datetime.datetime.now(datetime.UTC))

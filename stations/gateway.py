@@ -94,12 +94,18 @@ class Gateway:
 
     def _node_status(self, status: str) -> bytes:
         at = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        return orjson.dumps({"node": self.node, "status": status, "at": at})
+        group = self.settings.OCPPGW_SHARE_GROUP  # the deployment: what 3.1.1 elections count
+        return orjson.dumps({"node": self.node, "status": status, "at": at, "group": group})
+
+    def announce(self) -> None:
+        """Publish this node's retained "online" status again (inbox.py: the 3.1.1 election)."""
+        self.bridge.publish(self._node_topic, self._node_status("online"), qos=1, retain=True)
 
     def start(self) -> None:
         self.bridge.start()
         self.writer.start()
         self.inbox.subscribe(self.bridge, self.settings)
+        self.registry.fleet_wide = bool(self.inbox.fleet_filter)
         # compiling the 2.1 schemas takes ~2 s: do it off the loop before stations need them
         for name in self.settings.OCPPGW_SUBPROTOCOLS:
             self.loop.run_in_executor(None, validation.warm, name.removeprefix("ocpp"))
@@ -174,11 +180,20 @@ class Gateway:
         )
 
     async def shutdown(self) -> None:
-        """Stop accepting, tell the broker every held station is gone, flush the log, disconnect."""
+        """Stop accepting, close every held station (1001; spread over OCPPGW_DRAIN_S), tell the
+        broker they are gone, flush the log, disconnect."""
         self.accepting = False
-        for conversation in self.registry.all():
-            conversation.kick("gateway shutting down", code=1001)
-            conversation.finish("gateway shutting down")
+        held = self.registry.all()
+        # a drain spreads the reconnects over the other nodes instead of one storm at the end
+        pause_s = self.settings.OCPPGW_DRAIN_S / len(held) if held else 0
+        if pause_s:
+            log.info("draining %d stations over %ds", len(held), self.settings.OCPPGW_DRAIN_S)
+        for n, conversation in enumerate(held):
+            if pause_s and n:
+                await asyncio.sleep(pause_s)
+            if not conversation.finished:
+                conversation.kick("gateway shutting down", code=1001)
+                conversation.finish("gateway shutting down")
         await self.writer.stop()
         await self.cluster.stop()
         for task in self._tasks:

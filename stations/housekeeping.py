@@ -52,11 +52,14 @@ class Housekeeping:
             gw.inbox.rules_changed(rule_set)
             gw.registry.resubscribe(rule_set)
         gw.policy = ValidationPolicy(gw.settings.OCPPGW_VALIDATION, exemptions)
-        for cid_key, still_valid, reason, changed_at in changed:
-            gw.gatekeeper.cache.forget(cid_key)
-            held = gw.registry.get(cid_key)
-            if held is not None and not still_valid and held.station.authenticated_at < changed_at:
-                held.kick(reason)
+        for change in changed:
+            gw.gatekeeper.cache.forget(change.cid_key)
+            held = gw.registry.get(change.cid_key)
+            if held is None:
+                continue
+            held.station.validation_policy = change.validation_policy
+            if not change.still_valid and held.station.authenticated_at < change.at:
+                held.kick(change.reason)
 
     # --- idle stations and old log rows ----------------------------------------------------------------
     async def _close_idle_forever(self, idle_s: int) -> None:
@@ -73,6 +76,7 @@ class Housekeeping:
             try:
                 cutoff = retention.cutoff(self.gw.settings.OCPPGW_LOG_RETENTION_DAYS)
                 await self.gw.db.run(retention.prune, cutoff)
+                await self.gw.db.run(config_rows.forget_deleted_stations)
             except Exception as exc:
                 log.warning("pruning the message log failed: %s", exc)
 

@@ -29,12 +29,33 @@ def cid_from_raw_path(raw_path: bytes, prefix: bytes = b"/ocpp/") -> str | None:
 
     Daphne's scope["path"] is already decoded, so %2F would look like a separator there.
     """
-    if not raw_path.startswith(prefix):
-        return None
-    segment = raw_path[len(prefix) :].split(b"?", 1)[0]
-    if not segment or b"/" in segment:
-        return None
+    return parse_path(raw_path, prefix)[0]
+
+
+def parse_path(raw_path: bytes, prefix: bytes = b"/ocpp/") -> tuple[str | None, str | None]:
+    """(cid, None) from a station's raw request path, or (None or "", why) naming the rule.
+
+    Stations configured with a base URL ending in `/` are common, so one trailing slash and
+    repeated slashes before the id are accepted (`/ocpp/CP1/`, `/ocpp//CP1`).
+    """
+    path = raw_path.split(b"?", 1)[0]
+    if not path.startswith(prefix):
+        return None, f"path {_show(path)}: rule 'under {prefix.decode()}': it must start with it"
+    rest = path[len(prefix) :].lstrip(b"/")  # rule: repeated slashes before the id
+    if rest.endswith(b"/"):
+        rest = rest[:-1]  # rule: one trailing slash
+    if not rest:
+        return None, f"path {_show(path)}: rule 'id present': the charge point id is empty"
+    if b"/" in rest:
+        return None, (
+            f"path {_show(path)}: rule 'one segment': the charge point id must be one path "
+            "segment after /ocpp/ (one trailing slash is allowed)"
+        )
     try:
-        return unquote(segment.decode("ascii"), errors="strict")
+        return unquote(rest.decode("ascii"), errors="strict"), None
     except (UnicodeDecodeError, UnicodeEncodeError):
-        return ""
+        return "", f"path {_show(path)}: rule 'percent-encoded UTF-8': the id is not valid UTF-8"
+
+
+def _show(path: bytes) -> str:
+    return repr(path[:80].decode("ascii", "backslashreplace"))

@@ -4,6 +4,12 @@ Every MQTT message this process receives lands here (on the loop). A backend mes
 station held here goes to its conversation; one for a station held nowhere gets an `offline`
 answer (docs/contract.md §2); retained presence and node statuses keep the picture of the fleet
 that offline answers and dead-node handling need.
+
+MQTT 5 tells the subscriptions apart by subscription id, and one process of the shared group
+(`$share/<group>/`) sees each command for a station held nowhere. MQTT 3.1.1 has neither (and
+RabbitMQ and NATS offer no shared subscriptions): every process then subscribes the fleet-wide
+downstream filter instead of one per station, tells messages apart by topic, and the first live
+node by name answers for stations held nowhere, so the answer never depends on `$share`.
 """
 
 import datetime
@@ -20,22 +26,28 @@ log = logging.getLogger("ocppgw.gateway")
 
 PRESENCE_SUB_ID, NODES_SUB_ID = 3, 4
 OFFLINE_GRACE_S = 0.5  # a station may be connecting right now somewhere: look again first
-NODES_FILTER = "ocpp/gw/nodes/+"
+NODES_PREFIX = "ocpp/gw/nodes/"
+NODES_FILTER = NODES_PREFIX + "+"
 
 
 class Inbox:
     def __init__(self, gw):
         self.gw = gw  # the composition root: registry, rules, bridge, loop, node
         self.presence: dict[str, dict] = {}  # cid_key -> last "connected" event seen on the broker
-        self._matcher = topics.downstream_matcher(gw.settings.OCPPGW_DOWNSTREAM_TOPIC)
+        self.nodes: set[str] = set()  # nodes whose retained status says online (3.1.1 election)
+        self._matcher = topics.matcher(gw.settings.OCPPGW_DOWNSTREAM_TOPIC)
+        self._presence_matcher = topics.matcher(gw.settings.OCPPGW_PRESENCE_TOPIC)
+        self.fleet_filter = ""  # MQTT 3.1.1: the one downstream subscription of every process
 
     def subscribe(self, bridge, settings) -> None:
-        """The fleet-wide subscriptions (MQTT 5: subscription ids tell the messages apart)."""
-        if not bridge.v5:
-            return
-        # offline detection: one process of the group sees each command for any station
+        """The fleet-wide subscriptions."""
         watch = topics.wildcard_filter(settings.OCPPGW_DOWNSTREAM_TOPIC)
-        bridge.subscribe(f"$share/ocppgw/{watch}", WATCH_SUB_ID)
+        if bridge.v5:
+            # offline detection: one process of the group sees each command for any station
+            bridge.subscribe(f"$share/{settings.OCPPGW_SHARE_GROUP}/{watch}", WATCH_SUB_ID)
+        else:
+            self.fleet_filter = watch
+            bridge.subscribe(watch)
         # QoS 0: on subscribe the broker sends every retained presence of the fleet; at QoS 1
         # they fill its in-flight window and queue for us (Mosquitto drops past 1,000 queued,
         # backend commands included). Presence is state, and the next change repeats it
@@ -44,12 +56,24 @@ class Inbox:
         bridge.subscribe(NODES_FILTER, NODES_SUB_ID, qos=0)
 
     def rules_changed(self, rules) -> None:
-        self._matcher = topics.downstream_matcher(rules.template("downstream", None, ""))
+        template = rules.template("downstream", None, "")
+        self._matcher = topics.matcher(template)
+        watch = topics.wildcard_filter(template)
+        if self.fleet_filter and watch != self.fleet_filter:
+            self.gw.bridge.unsubscribe(self.fleet_filter)
+            self.fleet_filter = watch
+            self.gw.bridge.subscribe(watch)
+
+    def answers_for_the_fleet(self) -> bool:
+        """MQTT 3.1.1: whether this process answers for stations held nowhere (the first live
+        node by name; a node that dies leaves the set through its Will)."""
+        return min(self.nodes | {self.gw.node}) == self.gw.node
 
     def on_message(self, topic: str, payload: bytes, props, sub_ids) -> None:
-        if (sub_ids is None or ROUTED_SUB_ID in sub_ids) and self._route(topic, payload, props):
+        if sub_ids is None:  # MQTT 3.1.1: told apart by topic
+            self._by_topic(topic, payload, props)
             return
-        if not sub_ids:
+        if ROUTED_SUB_ID in sub_ids and self._route(topic, payload, props):
             return
         if WATCH_SUB_ID in sub_ids:
             self._watch(topic, payload, props)
@@ -58,13 +82,21 @@ class Inbox:
         elif NODES_SUB_ID in sub_ids:
             self._node_seen(topic, payload)
 
+    def _by_topic(self, topic, payload, props) -> None:
+        if topic.startswith(NODES_PREFIX):
+            self._node_seen(topic, payload)
+        elif self._presence_matcher.match(topic):
+            self._presence_seen(payload)
+        elif not self._route(topic, payload, props) and self.answers_for_the_fleet():
+            self._watch(topic, payload, props)
+
     def _cid_of(self, topic: str) -> str | None:
         """The station a downstream topic addresses (as written in the topic), or None."""
         match = self._matcher.match(topic)
         rules = self.gw.rules
         if match is None and rules.has_station_rules:
             for template in rules.station_templates("downstream"):
-                match = topics.downstream_matcher(template).match(topic)
+                match = topics.matcher(template).match(topic)
                 if match:
                     break
         return topics.unescape_cid(match.group("cid")) if match else None
@@ -109,10 +141,24 @@ class Inbox:
             event = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return  # an empty payload: the retained status was cleared
-        if not isinstance(event, dict) or event.get("status") != "offline":
+        if not isinstance(event, dict):
+            return
+        if event.get("status") == "online":
+            # only this deployment's nodes: another one sharing the broker answers for its own
+            node = str(event.get("node"))
+            if event.get("group", "ocppgw") != self.gw.settings.OCPPGW_SHARE_GROUP:
+                return
+            if node not in self.nodes and node != self.gw.node:
+                self.nodes.add(node)
+                # say hello back: a broker that sends retained messages only to exact-topic
+                # subscriptions (RabbitMQ 3) never showed the newcomer this node's status
+                self.gw.announce()
+            return
+        if event.get("status") != "offline":
             return
         gw = self.gw
         dead = event.get("node")
+        self.nodes.discard(dead)
         if dead == gw.node:
             return
         # clear the dead node's retained status once handled, so old nodes do not pile up

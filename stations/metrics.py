@@ -52,6 +52,10 @@ GATEWAY_ERRORS = Counter(
     "Gateway-written envelopes to the backend (error topic or notice topic), by reason",
     ["reason", "topic"],
 )
+FRAMES_AFTER_ABUSE = Counter(
+    "ocppgw_frames_after_abuse_total",
+    "Frames a station sent after it was closed 1008 for abuse (not taken, not logged)",
+)
 BACKEND_QUEUE = Gauge(
     "ocppgw_backend_calls_queued",
     "Backend CALLs waiting for their station, all stations",

@@ -1,5 +1,7 @@
 """Stations and their credentials, topic rules, validation exemptions, and the message log."""
 
+import datetime
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -24,8 +26,17 @@ class Station(models.Model):
     # what the gateway writes about the station (presence and traffic): read-only everywhere
     GATEWAY_FIELDS = (
         "ocpp_version", "node", "connected_at", "disconnected_at", "last_frame_at", "frames_in",
-        "frames_out", "last_refused_at", "last_refused_reason",
+        "frames_out", "frames_lenient", "last_refused_at", "last_refused_reason",
+        "vendor", "model", "serial_number", "firmware_version", "last_boot_at",
+        "last_heartbeat_at", "connectors",
     )  # fmt: skip
+    # how a failing payload is treated (stations/quirks.py; docs/contract.md §2)
+    POLICIES = [
+        ("", "gateway default (OCPPGW_VALIDATION_FAILURE)"),
+        ("strict", "strict: refuse every schema violation"),
+        ("lenient", "lenient: accept the documented firmware quirks, marked"),
+        ("log", "log: forward every payload, violations marked"),
+    ]
 
     cid = models.CharField("charge point id", max_length=48, help_text="as the station sends it")
     cid_key = models.CharField(max_length=48, unique=True, editable=False)
@@ -39,12 +50,21 @@ class Station(models.Model):
     )
     enabled = models.BooleanField(default=True)
     security_profile = models.PositiveSmallIntegerField(choices=PROFILES, default=1)
+    validation_policy = models.CharField(
+        max_length=8,
+        choices=POLICIES,
+        blank=True,
+        default="",
+        help_text="applies from the station's next connection",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # rotation through OCPP: the previous hash stays valid until previous_password_until
     previous_password = models.CharField(max_length=256, blank=True, editable=False)
     previous_password_until = models.DateTimeField(null=True, blank=True, editable=False)
     # bumped on every credential change, so every process drops remembered verifications
     credentials_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # bumped when validation_policy changes: live connections take it without a reconnect
+    policy_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # presence and traffic, written by the gateway's batched writer
     ocpp_version = models.CharField(max_length=8, blank=True)
@@ -55,8 +75,20 @@ class Station(models.Model):
     last_frame_at = models.DateTimeField(null=True, blank=True)
     frames_in = models.BigIntegerField(default=0)
     frames_out = models.BigIntegerField(default=0)
+    frames_lenient = models.BigIntegerField(
+        default=0, help_text="frames accepted only because the policy is lenient"
+    )
     last_refused_at = models.DateTimeField(null=True, blank=True)
     last_refused_reason = models.CharField(max_length=200, blank=True)
+    # what the station says about itself (stations/facts.py), written by the same writer
+    vendor = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=50, blank=True)
+    serial_number = models.CharField(max_length=50, blank=True)
+    firmware_version = models.CharField(max_length=50, blank=True)
+    last_boot_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # connector (1.6 "2") or EVSE/connector (2.0.1 "1/2") -> {"status", "error_code", "at"}
+    connectors = models.JSONField(default=dict, blank=True)
 
     objects = StationQuerySet.as_manager()
 
@@ -83,6 +115,19 @@ class Station(models.Model):
     @property
     def is_connected(self) -> bool:
         return bool(self.connection_id)
+
+
+class DeletedStation(models.Model):
+    """A deleted station, kept a day so every gateway process forgets its remembered password
+    and closes its socket (the poll of stations/config_rows.py cannot see a row that is gone)."""
+
+    cid_key = models.CharField(max_length=48)
+    deleted_at = models.DateTimeField(db_index=True)
+
+    KEEP = datetime.timedelta(days=1)
+
+    def __str__(self):
+        return f"{self.cid_key} (deleted {self.deleted_at:%Y-%m-%dT%H:%M:%SZ})"
 
 
 class TopicRule(models.Model):
@@ -209,3 +254,26 @@ class MessageLog(models.Model):
         return (
             f"{self.created:%H:%M:%S} {self.cid} {self.direction} {self.message_type} {self.action}"
         )
+
+
+class AuditEntry(models.Model):
+    """An operator's action (portal, API, admin): who did what to which station or rule, when,
+    and how it went (stations/audit.py writes them)."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    username = models.CharField(max_length=150)  # kept when the user is deleted
+    via = models.CharField(max_length=8)  # portal, api, admin
+    action = models.CharField(max_length=32, db_index=True)  # e.g. "command", "kick"
+    target = models.CharField(max_length=64, db_index=True)  # a cid, or "rule 12"
+    detail = models.TextField(blank=True)
+    result = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%dT%H:%M:%SZ} {self.username} {self.action} {self.target}"

@@ -1,4 +1,4 @@
-"""The batched database writer: message-log rows, station presence and traffic counters.
+"""The batched database writer: message-log rows, station presence, facts and traffic counters.
 
 The frame path only appends to bounded in-memory queues; one task flushes them with one
 `executemany` per batch (per-frame `create()` caps a gateway at ~170 frames/s, docs/performance.md).
@@ -17,6 +17,8 @@ import time
 
 from channels.db import database_sync_to_async
 from django.db import connection, transaction
+
+from stations import facts
 
 log = logging.getLogger("ocppgw.msglog")
 
@@ -53,6 +55,11 @@ class Writer:
         self.rows: collections.deque[tuple] = collections.deque()  # in COLUMNS order
         self.presence: collections.deque[tuple] = collections.deque()
         self.counters: dict[int, list] = {}  # station id -> [frames in, frames out, last frame]
+        self.lenient_counts: collections.Counter[int] = collections.Counter()
+        # station facts (stations/facts.py), the newest per station until the next flush
+        self.boots: dict[int, tuple[dict, datetime.datetime]] = {}
+        self.heartbeats: dict[int, datetime.datetime] = {}
+        self.connector_states: dict[int, dict[str, dict]] = {}
         self.dropped = 0
         self.written = 0
         self.failures = 0
@@ -116,6 +123,34 @@ class Writer:
         entry[0 if inbound else 1] += 1
         entry[2] = now()
 
+    def lenient(self, station_id: int | None) -> None:
+        """Count a frame accepted only because the station's validation policy is lenient."""
+        if station_id is not None:
+            self.lenient_counts[station_id] += 1
+
+    def facts(self, station_id: int | None, version: str, action: str, payload) -> None:
+        """Note what an accepted Boot/Status/Heartbeat CALL says of its station."""
+        if station_id is None or not isinstance(payload, dict):
+            return
+        at = now()
+        if action == "Heartbeat":
+            self.heartbeats[station_id] = at
+        elif action == "BootNotification":
+            self.boots[station_id] = (facts.boot(version, payload), at)
+        elif action == "StatusNotification":
+            state = facts.connector(version, payload)
+            if state is not None:
+                key, fields = state
+                states = self.connector_states.setdefault(station_id, {})
+                states[key] = {**fields, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    def _fact_ops(self) -> list[tuple]:
+        ops = [("boot", sid, fields, at) for sid, (fields, at) in self.boots.items()]
+        ops += [("heartbeat", sid, at) for sid, at in self.heartbeats.items()]
+        ops += [("connectors", sid, states) for sid, states in self.connector_states.items()]
+        self.boots, self.heartbeats, self.connector_states = {}, {}, {}
+        return ops
+
     def connected(self, station_id, connection, node, version) -> None:
         self.presence.append(("connected", station_id, connection, node, version, now()))
         self._wake.set()
@@ -147,10 +182,13 @@ class Writer:
         On a database error everything is kept for the next try."""
         if all_counters:
             self._counters_at = 0.0
-        while self.rows or self.presence or self._counters_due():
+        while self.rows or self.presence or self._facts_waiting() or self._counters_due():
             rows = [self.rows.popleft() for _ in range(min(BATCH_ROWS, len(self.rows)))]
             presence = list(self.presence)
             self.presence.clear()
+            presence.extend(("lenient", sid, n) for sid, n in self.lenient_counts.items())
+            self.lenient_counts.clear()
+            presence.extend(self._fact_ops())
             counters = {}
             if self._counters_due():
                 counters, self.counters = self.counters, {}
@@ -175,6 +213,9 @@ class Writer:
                 return
             if not self.rows:
                 return
+
+    def _facts_waiting(self) -> bool:
+        return bool(self.lenient_counts or self.boots or self.heartbeats or self.connector_states)
 
     def _counters_due(self) -> bool:
         return bool(self.counters) and time.monotonic() - self._counters_at >= COUNTERS_EVERY_S
@@ -220,19 +261,50 @@ def _presence(cursor, ops: list[tuple]) -> None:
     sql = {
         "connected": f"UPDATE {table} SET {col['connection_id']} = %s, {col['node']} = %s, "
         f"{col['ocpp_version']} = %s, {col['connected_at']} = %s WHERE {col['id']} = %s",
-        # only the current connection may mark the station offline
-        "disconnected": f"UPDATE {table} SET {col['connection_id']} = '', "
+        # only the current connection may mark the station offline (its node is then none)
+        "disconnected": f"UPDATE {table} SET {col['connection_id']} = '', {col['node']} = '', "
         f"{col['disconnected_at']} = %s WHERE {col['id']} = %s AND {col['connection_id']} = %s",
         "refused": f"UPDATE {table} SET {col['last_refused_at']} = %s, "
         f"{col['last_refused_reason']} = %s WHERE {col['cid_key']} = %s",
+        "lenient": f"UPDATE {table} SET {col['frames_lenient']} = {col['frames_lenient']} + %s "
+        f"WHERE {col['id']} = %s",
+        "boot": f"UPDATE {table} SET {col['vendor']} = %s, {col['model']} = %s, "
+        f"{col['serial_number']} = %s, {col['firmware_version']} = %s, {col['last_boot_at']} = %s "
+        f"WHERE {col['id']} = %s",
+        "heartbeat": f"UPDATE {table} SET {col['last_heartbeat_at']} = %s WHERE {col['id']} = %s",
     }
     params = {
         "connected": lambda _, sid, conn, node, version, at: (conn, node, version, stamp(at), sid),
         "disconnected": lambda _, sid, conn, at: (stamp(at), sid, conn),
         "refused": lambda _, cid_key, reason, at: (stamp(at), reason, cid_key),
+        "lenient": lambda _, sid, n: (n, sid),
+        "boot": lambda _, sid, f, at: (
+            f["vendor"],
+            f["model"],
+            f["serial_number"],
+            f["firmware_version"],
+            stamp(at),
+            sid,
+        ),
+        "heartbeat": lambda _, sid, at: (stamp(at), sid),
     }
     for kind, run in itertools.groupby(ops, key=lambda op: op[0]):
-        cursor.executemany(sql[kind], [params[kind](*op) for op in run])
+        if kind == "connectors":
+            _merge_connectors([op[1:] for op in run])
+        else:
+            cursor.executemany(sql[kind], [params[kind](*op) for op in run])
+
+
+def _merge_connectors(updates: list[tuple[int, dict]]) -> None:
+    """Apply connector states to the stored ones (read, merge, write: rare next to frames)."""
+    from stations.models import Station
+
+    by_id = dict(updates)
+    stored = dict(Station.objects.filter(id__in=by_id).values_list("id", "connectors"))
+    for sid, states in by_id.items():
+        if sid in stored:
+            merged = facts.merge(stored[sid], states)
+            Station.objects.filter(id=sid).update(connectors=merged)
 
 
 def _add_counters(cursor, counters: dict) -> None:

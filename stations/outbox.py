@@ -57,10 +57,13 @@ class Outbox:
 
     # --- to the backend -----------------------------------------------------------------------------
     def publish(
-        self, direction, frame: Frame, action, raw_in, received_at, *, late=False, call=None
-    ):
-        """Publish a station frame's envelope and log it; returns the bridge's Pending or None."""
-        body = envelopes.upstream(frame, action, late=late)
+        self, direction, frame: Frame, action, raw_in, received_at, *, late=False, call=None,
+        validation=None,
+    ):  # fmt: skip
+        """Publish a station frame's envelope and log it; returns the bridge's Pending or None.
+
+        `validation` marks a payload that failed its schema and passed under the policy."""
+        body = envelopes.upstream(frame, action, late=late, validation=validation)
         pending, topic = self.port.publish(direction, self.station, action, frame, body)
         if pending is not None and pending.qos:
             self.unacked += 1

@@ -21,6 +21,7 @@ class StationInfo:
     connection_id: str = ""
     claim_seq: int = 0  # orders connections of one station across processes (cluster.py)
     authenticated_at: datetime.datetime | None = None
+    validation_policy: str = ""  # the Station row's; "" = the gateway's (stations/quirks.py)
 
 
 class Link(Protocol):
@@ -37,6 +38,10 @@ class Writer(Protocol):
     def add(self, **row) -> None: ...
 
     def count(self, station_id, inbound: bool) -> None: ...
+
+    def lenient(self, station_id) -> None: ...
+
+    def facts(self, station_id, version: str, action: str, payload) -> None: ...
 
     def disconnected(self, station_id, connection_id: str) -> None: ...
 

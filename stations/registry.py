@@ -1,7 +1,8 @@
 """The stations this process holds: one current conversation per station, newest wins.
 
 A station reconnecting replaces its older connection here and, through Redis claims
-(cluster.py), in every other process. Each held station has its downstream subscription.
+(cluster.py), in every other process. Each held station has its downstream subscription, unless
+the process takes the whole fleet's downstream topics through one (MQTT 3.1.1, inbox.py).
 """
 
 from stations import topics
@@ -12,6 +13,7 @@ class Registry:
         self.bridge, self.cluster = bridge, cluster
         self.rules = rules  # the current RuleSet; replaced by `resubscribe`
         self._held: dict = {}  # cid_key -> Conversation
+        self.fleet_wide = False  # one subscription covers every station on the global template
 
     def __len__(self) -> int:
         return len(self._held)
@@ -33,7 +35,9 @@ class Registry:
         self._held[st.cid_key] = conversation
         if old is not None and old is not conversation:
             old.replaced()
-        self.bridge.subscribe(self._filter(conversation, self.rules))
+        own = self._filter(conversation, self.rules)
+        if own:
+            self.bridge.subscribe(own)
         await self.cluster.claim(st.cid_key, st.connection_id, st.claim_seq)
 
     def unregister(self, conversation) -> bool:
@@ -42,7 +46,9 @@ class Registry:
         if self._held.get(st.cid_key) is not conversation:
             return False
         del self._held[st.cid_key]
-        self.bridge.unsubscribe(self._filter(conversation, self.rules))
+        own = self._filter(conversation, self.rules)
+        if own:
+            self.bridge.unsubscribe(own)
         return not self.cluster.superseded(st.cid_key, st.claim_seq)
 
     def on_claim(self, cid_key: str, connection_id: str, seq: int) -> None:
@@ -65,11 +71,15 @@ class Registry:
         for conversation in self.all():
             old, new = self._filter(conversation, old_rules), self._filter(conversation, rules)
             if new != old:
-                self.bridge.unsubscribe(old)
-                self.bridge.subscribe(new)
+                if old:
+                    self.bridge.unsubscribe(old)
+                if new:
+                    self.bridge.subscribe(new)
 
-    @staticmethod
-    def _filter(conversation, rules) -> str:
+    def _filter(self, conversation, rules) -> str:
+        """The station's own downstream filter; "" when the fleet-wide one covers it."""
         st = conversation.station
         template = rules.template("downstream", None, st.cid_key)
+        if self.fleet_wide and template == rules.template("downstream", None, ""):
+            return ""
         return topics.downstream_filter(template, st.cid, st.version)

@@ -7,15 +7,29 @@ from stations.models import MessageLog
 BATCH = 10000
 
 
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 def cutoff(days: int) -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
+    # whole seconds: the cutoff prunelogs prints is exactly the one it applies
+    return _now().replace(microsecond=0) - datetime.timedelta(days=days)
 
 
-def prune(before: datetime.datetime, dry_run: bool = False) -> int:
-    """Delete rows created before `before`; returns how many were (or would be) deleted."""
+def iso(moment: datetime.datetime) -> str:
+    """ISO 8601 in UTC with a Z, as operators compare it with log timestamps."""
+    utc = moment.astimezone(datetime.UTC).isoformat(timespec="seconds")
+    return utc.replace("+00:00", "Z")
+
+
+def count(before: datetime.datetime) -> int:
+    """How many rows `prune(before)` would delete."""
+    return MessageLog.objects.filter(created__lt=before).count()
+
+
+def prune(before: datetime.datetime) -> int:
+    """Delete rows created before `before`; returns how many were deleted."""
     old = MessageLog.objects.filter(created__lt=before)
-    if dry_run:
-        return old.count()
     deleted = 0
     while True:
         ids = list(old.order_by("created").values_list("id", flat=True)[:BATCH])

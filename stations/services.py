@@ -1,6 +1,7 @@
 """Operations that write to several models at once, and the one rule for station passwords.
 
-Admin, `createstation` and the API set a station's password only through `set_password`.
+Admin, `createstation`, `importstations` and the API create stations and set their passwords
+only through `create_station` and `set_password`.
 """
 
 import datetime
@@ -10,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
+from stations import identity
 from stations.auth import STATION_HASHER
 from stations.models import Station
 
@@ -51,6 +53,42 @@ def set_password(station: Station, password: str) -> None:
     if station.user_id != user.pk:
         station.user = user
         station.save(update_fields=["user"])
+
+
+class StationRefused(ValueError):
+    """A station cannot be created as asked; the message says why."""
+
+
+@transaction.atomic
+def create_station(cid: str, password: str = "", **fields) -> tuple[Station, str]:
+    """Create a station and its user (username = cid); returns it and its password (generated
+    when none is given, shown to the caller once and stored only as a hash)."""
+    problem = identity.validate(cid)
+    if problem:
+        raise StationRefused(problem)
+    if Station.objects.filter(cid_key=identity.key(cid)).exists():
+        raise StationRefused(f"a station with id {cid!r} exists (ids ignore case)")
+    if get_user_model().objects.filter(username__iexact=cid).exists():
+        # never take over a human's account: the station's user is named after its cid
+        raise StationRefused(f"a user named {cid!r} already exists")
+    password = password or suggest_password()
+    problem = password_problem(password)
+    if problem:
+        raise PasswordRefused(problem)
+    station = Station(cid=cid, **fields)
+    station.full_clean(exclude=["user"])
+    station.save()
+    set_password(station, password)
+    return station, password
+
+
+@transaction.atomic
+def delete_station(station: Station) -> None:
+    """Delete a station and the user it authenticated as (its live socket closes within ~1 s)."""
+    user = station.user
+    station.delete()
+    if user is not None:
+        user.delete()
 
 
 def rotate_password(station_id: int, secret: str, grace_s: int) -> None:

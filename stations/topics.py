@@ -86,8 +86,9 @@ def escape_level(value: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def downstream_matcher(template: str):
-    """A regex that matches topics under the downstream filter and captures the escaped cid."""
+def matcher(template: str):
+    """A regex matching the topics a template (upstream or a downstream filter) stands for,
+    capturing the escaped cid."""
     pattern = []
     for is_placeholder, text in _compile(template):
         if is_placeholder:
@@ -119,6 +120,13 @@ def wildcard_filter(template: str) -> str:
     for is_placeholder, text in _compile(template):
         out.append("+" if is_placeholder else text)
     return "".join(out)
+
+
+def share_group(name: str) -> str:
+    """A `$share/<group>/` group name: one non-empty topic level without wildcards."""
+    if not name or any(c in name for c in "/+#\0") or len(name) > 64:
+        raise ValueError(f"{name!r}: one topic level (no '/', '+', '#'), 1-64 characters")
+    return name
 
 
 def unescape_cid(escaped: str) -> str:

@@ -12,7 +12,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 
 import fastjsonschema
@@ -42,6 +42,9 @@ class Violation:
     path: str
     rule: str
     description: str
+    # the failing value and its schema node, for the lenient policy (stations/quirks.py)
+    value: object = field(default=None, compare=False, repr=False)
+    definition: dict | None = field(default=None, compare=False, repr=False)
 
 
 # the error-code table lives in codes.py; these names stay for the modules that use them
@@ -227,7 +230,8 @@ def _violation(version: str, exc: JsonSchemaValueException) -> Violation:
             message = message[len(name) + 1 :]
         detail = f"{message} ({rule})"
     path = path[:254]
-    return Violation(_code(version, rule), path, rule, f"{path or 'payload'}: {detail}"[:254])
+    description = f"{path or 'payload'}: {detail}"[:254]
+    return Violation(_code(version, rule), path, rule, description, value, definition)
 
 
 def _join(path: str, key: str) -> str:

@@ -98,6 +98,24 @@ def test_message_log_admin_never_counts_the_whole_table(
     assert "date_hierarchy" not in response.content.decode()
 
 
+def test_message_log_admin_is_compact_iso_and_leads_to_the_portal(
+    admin_client, make_station, make_log
+):
+    station = make_station("LOGADM2")
+    row = make_log(station, message_type=2, action="BootNotification", unique_id="u-7")
+    url = reverse("admin:stations_messagelog_changelist")
+    page = admin_client.get(url, {"direction__exact": "in", "type": "2"})
+    html = page.content.decode()
+    assert "in CALL BootNotification" in html  # one column for direction, type and action
+    assert ">CALLRESULT</a>" in html  # the type filter by name
+    assert f'<a href="{reverse("portal:station", args=[station.cid])}">LOGADM2</a>' in html
+    assert f'href="{reverse("portal:messages")}?direction=in&amp;type=2"' in html  # same filter
+    assert row.created.strftime("%Y-%m-%d %H:%M:%S") in html  # ISO, UTC
+    # the portal's log understands the link's filter
+    portal = admin_client.get(reverse("portal:messages"), {"direction": "in", "type": "2"})
+    assert "u-7" in portal.content.decode()
+
+
 def test_message_log_admin_is_read_only(admin_client, make_station, make_log):
     row = make_log(make_station(), message_type=2, action="Heartbeat")
     assert admin_client.get(reverse("admin:stations_messagelog_add")).status_code == 403
@@ -116,3 +134,11 @@ def test_exemption_changelist_in_fixed_queries(admin_client, db, django_assert_n
         ValidationExemption.objects.create(action=action)
     with django_assert_num_queries(5):  # session, user, count, full count, page
         admin_client.get(reverse("admin:stations_validationexemption_changelist"))
+
+
+def test_station_accounts_are_told_apart_from_operators(admin_client, make_station):
+    make_station("CPACC1")
+    stations = admin_client.get("/admin/auth/user/", {"kind": "station"}).content.decode()
+    operators = admin_client.get("/admin/auth/user/", {"kind": "operator"}).content.decode()
+    assert ">CPACC1</a>" in stations and ">admin</a>" not in stations
+    assert ">CPACC1</a>" not in operators and ">admin</a>" in operators

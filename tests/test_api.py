@@ -1,5 +1,7 @@
 """The HTTP API: token auth, stations, kick, commands, the message log, the OpenAPI schema."""
 
+from base64 import b64encode
+
 import orjson
 import pytest
 from rest_framework.authtoken.models import Token
@@ -158,3 +160,95 @@ def test_openapi_schema_describes_the_endpoints(api):
     assert "/api/stations/{cid}/commands/" in paths
     assert "post" in paths["/api/stations/{cid}/kick/"]
     assert "/api/messages/" in paths
+
+
+# --- root, authentication -------------------------------------------------------------------------
+def test_the_root_links_everything_and_says_how_to_authenticate(db):
+    data = _client().get("/api/").json()
+    assert data["version"] == "1"
+    assert data["stations"].endswith("/api/stations/") and data["schema"].endswith("/api/schema/")
+    assert any(scheme.startswith("Token") for scheme in data["authentication"])
+
+
+def test_basic_auth_is_accepted_over_https_only_and_the_401_says_so(admin_user):
+    basic = {"HTTP_AUTHORIZATION": "Basic " + b64encode(b"admin:password").decode()}
+    refused = _client().get("/api/stations/", **basic)
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "HTTP Basic is accepted only over HTTPS"
+    assert len(refused.json()["accepted"]) == 3
+    assert _client().get("/api/stations/", secure=True, **basic).status_code == 200
+
+
+# --- provisioning ---------------------------------------------------------------------------------
+@pytest.fixture
+def provisioner(db):
+    from tests.conftest import _staff
+
+    perms = ["add_station", "change_station", "delete_station"]
+    return _client(_staff("provisioner", "prov-pass-123", [f"stations.{p}" for p in perms]))
+
+
+def test_a_station_is_created_with_its_password_shown_once(provisioner):
+    from django.contrib.auth.hashers import check_password
+
+    from stations.models import Station
+
+    response = provisioner.post(
+        "/api/stations/", {"cid": "NEW-1", "validation_policy": "lenient"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["cid"], body["validation_policy"], body["enabled"]) == ("NEW-1", "lenient", True)
+    station = Station.objects.select_related("user").get(cid_key="new-1")
+    assert len(body["password"]) == 32 and check_password(body["password"], station.user.password)
+    assert "password" not in provisioner.get("/api/stations/NEW-1/").json()
+    again = provisioner.post("/api/stations/", {"cid": "new-1"}, format="json")
+    assert again.status_code == 400 and "exists" in again.json()["detail"]
+    short = provisioner.post("/api/stations/", {"cid": "NEW-2", "password": "short"}, format="json")
+    assert short.status_code == 400 and "16 to 40" in short.json()["detail"]
+    bad_id = provisioner.post("/api/stations/", {"cid": "a/b"}, format="json")
+    assert bad_id.status_code == 400
+
+
+def test_a_station_is_updated_rotated_and_deleted(provisioner, make_station):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import check_password
+
+    from stations import config_rows
+    from stations.models import Station
+
+    station = make_station("UPD-1")
+    since = station.created_at
+    patched = provisioner.patch(
+        "/api/stations/UPD-1/", {"enabled": False, "frames_in": 99}, format="json"
+    )
+    assert patched.status_code == 200
+    assert patched.json()["enabled"] is False and patched.json()["frames_in"] == 0  # read-only
+    rotated = provisioner.post("/api/stations/UPD-1/password/", {}, format="json").json()
+    station.refresh_from_db()
+    assert check_password(rotated["password"], station.user.password)
+    assert provisioner.delete("/api/stations/UPD-1/").status_code == 204
+    assert not Station.objects.filter(cid_key="upd-1").exists()
+    assert not get_user_model().objects.filter(username="UPD-1").exists()
+    # every gateway process learns of the deletion: the live socket closes, no cached password
+    changes = {c.reason for c in config_rows.credential_changes(since)[0] if c.cid_key == "upd-1"}
+    assert "station deleted" in changes
+
+
+def test_writes_need_their_permission_and_csrf_with_a_session(viewer, make_station):
+    from rest_framework.test import APIClient
+
+    make_station("PERM-1")
+    token = _client(viewer)
+    assert token.get("/api/stations/PERM-1/").status_code == 200
+    assert token.post("/api/stations/", {"cid": "X1"}, format="json").status_code == 403
+    assert token.patch("/api/stations/PERM-1/", {"enabled": False}).status_code == 403
+    assert token.delete("/api/stations/PERM-1/").status_code == 403
+    assert token.post("/api/stations/PERM-1/password/").status_code == 403
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_superuser("boss", password="boss-pass-123")
+    session = APIClient(enforce_csrf_checks=True)
+    session.login(username="boss", password="boss-pass-123")
+    refused = session.post("/api/stations/", {"cid": "X2"}, format="json")
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]

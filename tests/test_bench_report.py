@@ -77,3 +77,26 @@ def test_table_prints_every_row_with_its_verdict():
     assert len(lines) == 2 + len(report.rows(BARE, _server()))
     (t5,) = [line for line in lines if line.startswith("| T5 idle CPU")]
     assert t5.split("|")[-2].strip() == "NO"
+
+
+PAHO = {**BARE, "fire": {"throughput": 30000.0, "lost_all_runs": 0, "rss_peak_ratio": 1.0}}
+
+
+@pytest.mark.parametrize(("throughput", "passes"), [(10500.0, True), (9000.0, False)])
+def test_capacity_is_judged_against_bare_paho_too(throughput, passes):
+    rows = report.rows(BARE, _server(**{"fire.throughput": throughput}), PAHO)
+    (share,) = [r for r in rows if r["measure"] == "T1 capacity as a share of bare-paho"]
+    assert share["ocppgw"] == pytest.approx(throughput / 30000.0, abs=0.001)
+    assert share["pass"] is passes  # 33% of bare-paho
+    t1 = next(r for r in rows if r["measure"].startswith("T1 upstream"))
+    assert t1["bare-paho"] == 30000.0 and t1["ratio (paho)"] == pytest.approx(
+        throughput / 30000.0, abs=0.001
+    )
+    assert "bare-paho" in report.table(rows).splitlines()[0]
+
+
+def test_a_run_without_bare_paho_still_reports():
+    rows = report.rows(BARE, _server())
+    share = next(r for r in rows if r["measure"] == "T1 capacity as a share of bare-paho")
+    assert share["pass"] is None and share["bare-paho"] is None
+    assert "n/a" in report.table(rows)

@@ -73,6 +73,10 @@ def test_good_environment_imports():
         ("OCPPGW_PRESENCE_TOPIC", "ocpp/${nope}", "unknown placeholder"),
         ("OCPPGW_DOWNSTREAM_TOPIC", "ocpp/cs/#", "must contain ${cid}"),
         ("OCPPGW_DOWNSTREAM_TOPIC", "ocpp/cs/${cid}/${action}", "only ${cid}"),
+        ("OCPPGW_SHARE_GROUP", "gw/one", "one topic level"),
+        ("OCPPGW_SHARE_GROUP", "", "one topic level"),
+        ("OCPPGW_SUBPROTOCOL_ALIASES", "ocpp1.6j", "expected alias=one of"),
+        ("OCPPGW_SUBPROTOCOL_ALIASES", "ocpp1.6j=ocpp1.5", "expected alias=one of"),
     ],
 )
 def test_bad_value_stops_start_up_naming_the_key(key, value, why):
@@ -154,3 +158,32 @@ def test_finish_raises_one_error_listing_every_key(env):
         cfg.finish()
     assert "T_A: expected int" in str(caught.value)
     assert "T_B: expected true or false" in str(caught.value)
+
+
+_LISTEN = (
+    "import django; django.setup();"
+    "from stations.management.commands.rungateway import Command;"
+    "print(Command().create_parser('manage.py', 'rungateway').get_default('host'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "host"),
+    [
+        ({"DEBUG": "true"}, "127.0.0.1"),  # a laptop's debug portal and admin stay off the LAN
+        ({"DEBUG": "false", "DJANGO_SECRET_KEY": "k" * 50}, "0.0.0.0"),
+        ({"DEBUG": "true", "OCPPGW_HOST": "0.0.0.0"}, "0.0.0.0"),  # asked for
+    ],
+)
+def test_rungateway_listens_on_loopback_under_debug_unless_asked(env, host):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(SCRUB)}
+    result = subprocess.run(
+        [sys.executable, "-c", _LISTEN],
+        cwd=REPO,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "ocppgw.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == host

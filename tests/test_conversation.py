@@ -36,8 +36,13 @@ class RecordingGateway:
             setattr(self.settings, name, value)
         self.node = "test-node"
         self.published: list[tuple[str, dict]] = []
+        self.lenient: list = []
         self.writer = SimpleNamespace(
-            add=lambda **row: None, count=lambda *a, **k: None, disconnected=lambda *a: None
+            add=lambda **row: None,
+            count=lambda *a, **k: None,
+            disconnected=lambda *a: None,
+            lenient=self.lenient.append,
+            facts=lambda *a: None,
         )
         self.passwords: list[str] = []
 
@@ -92,10 +97,12 @@ def clock():
 
 @pytest.fixture
 def make_session(clock):
-    def make(version="1.6", **settings):
+    def make(version="1.6", policy="", **settings):
         gw = RecordingGateway(**settings)
         link = RecordingLink()
-        station = StationInfo("CP1", "cp1", None, version, connection_id="c1")
+        station = StationInfo(
+            "CP1", "cp1", 7, version, connection_id="c1", validation_policy=policy
+        )
         return Conversation(gw, station, link, clock), gw, link.sent
 
     return make
@@ -319,3 +326,51 @@ async def test_callresulterror_names_an_action_answered_dozens_of_calls_before(m
     await _answered_calls(session, gw, sent, 0, 50)
     session.on_text('[5, "old", "GenericError", "could not apply", {}]')
     assert gw.on("error")[-1]["Action"] == "BootNotification"
+
+
+# a StatusNotification whose timestamp lacks its offset: a quirk lenient accepts
+QUIRKY_STATUS = (
+    '[2, "s1", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", '
+    '"status": "Available", "timestamp": "2026-12-06T10:00:00"}]'
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "failure_mode", "published", "counted"),
+    [
+        ("", "reject", False, False),  # the gateway's default: refused
+        ("lenient", "reject", True, True),  # the station's own policy wins
+        ("log", "reject", True, False),
+        ("strict", "log", False, False),  # strict even where the gateway logs
+    ],
+)
+async def test_the_station_policy_decides_a_quirky_frame(
+    make_session, policy, failure_mode, published, counted
+):
+    session, gw, sent = make_session(policy=policy, OCPPGW_VALIDATION_FAILURE=failure_mode)
+    session.on_text(QUIRKY_STATUS)
+    upstream = gw.on("upstream")
+    assert bool(upstream) == published
+    if published:
+        assert upstream[0]["Validation"]["policy"] == policy
+        assert upstream[0]["Payload"]["timestamp"] == "2026-12-06T10:00:00"  # unchanged
+    else:
+        assert sent[0][:3] == [4, "s1", "PropertyConstraintViolation"]
+    assert gw.lenient == ([7] if counted else [])
+
+
+def test_a_backend_message_leaves_no_station_name_on_the_callers_log_context(clock):
+    """The bridge reads every broker message in one context: its own log lines must not name
+    the last station a message went to."""
+    from ocppgw import logs
+
+    class NamingLink(RecordingLink):
+        def send(self, text):
+            super().send(text)
+            self.sent[-1] = [logs.cid_var.get(), *self.sent[-1]]
+
+    link = NamingLink()
+    session = Conversation(RecordingGateway(), StationInfo("CP1", "cp1", 7, "1.6"), link, clock)
+    backend(session, reset("b0"))
+    assert link.sent[0][:3] == ["CP1", 2, "b0"]  # lines logged handling it carry the station's cid
+    assert logs.cid_var.get() == ""

@@ -66,7 +66,10 @@ def test_identities_are_case_insensitive():
         (b"/ocpp/?x=1", None),
         (b"/ocpp", None),
         (b"/ocpp/a/b", None),  # two segments
-        (b"/ocpp/CP001/", None),
+        (b"/ocpp/CP001/", "CP001"),  # one trailing slash (a base URL ending in /)
+        (b"/ocpp//CP001", "CP001"),  # repeated slashes before the id
+        (b"/ocpp///CP001/?x=1", "CP001"),
+        (b"/ocpp/CP001//", None),  # one trailing slash only
         (b"/other/CP001", None),
         (b"", None),
     ],
@@ -80,3 +83,17 @@ def test_cid_is_one_raw_path_segment_decoded_once(raw_path, cid):
 )
 def test_decoded_paths_with_forbidden_characters_are_refused(raw_path):
     assert identity.validate(identity.cid_from_raw_path(raw_path)) is not None
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "rule"),
+    [
+        (b"/ocpp/", "'id present'"),
+        (b"/ocpp/a/b", "'one segment'"),
+        (b"/other/CP001", "'under /ocpp/'"),
+        (b"/ocpp/%FF", "'percent-encoded UTF-8'"),
+    ],
+)
+def test_a_refused_path_names_the_rule_that_refused_it(raw_path, rule):
+    _, why = identity.parse_path(raw_path)
+    assert f"rule {rule}" in why and raw_path.decode("ascii")[:6] in why

@@ -26,3 +26,15 @@ def test_address_credentials_and_tls_come_from_the_url(url, address, user, tls):
     assert (client._ssl_context is not None) is tls
     if tls:
         assert client._ssl_context.verify_mode == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize(
+    ("url", "flags"),
+    [
+        ("mqtt://127.0.0.1", "-h 127.0.0.1 -p 1883"),
+        ("mqtt://broker:1884", "-h broker -p 1884"),
+        ("mqtts://gw%40site:secret@broker", "-h broker -p 8883 -u gw@site -P '<password>' --capath /etc/ssl/certs"),
+    ],
+)  # fmt: skip
+def test_cli_flags_reach_the_url_broker_without_printing_its_password(url, flags):
+    assert mqtt_url.cli_flags(url) == flags

@@ -71,6 +71,8 @@ async def test_flush_writes_rows_presence_and_counters():
     w.count(station.id, inbound=False)
     w.connected(station.id, "conn-1", "node-a", "2.0.1")
     w.refused(station.cid_key, "wrong password")
+    w.lenient(station.id)
+    w.lenient(station.id)
     await w.flush()
     assert not w.rows and w.written == BATCH_ROWS + 3
 
@@ -79,7 +81,7 @@ async def test_flush_writes_rows_presence_and_counters():
             MessageLog.objects.filter(cid=station.cid).count(),
             Station.objects.values(
                 "connection_id", "node", "ocpp_version", "frames_in", "frames_out",
-                "last_refused_reason", "connected_at",
+                "last_refused_reason", "connected_at", "frames_lenient",
             ).get(id=station.id),
         )  # fmt: skip
 
@@ -89,6 +91,7 @@ async def test_flush_writes_rows_presence_and_counters():
     assert (fields["frames_in"], fields["frames_out"]) == (1, 1)
     assert fields["last_refused_reason"] == "wrong password"
     assert fields["connected_at"] is not None
+    assert fields["frames_lenient"] == 2 and not w.lenient_counts
 
 
 @pytest.mark.django_db(transaction=True)

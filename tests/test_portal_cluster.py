@@ -37,7 +37,8 @@ class PortalSession:
         return self.opener.open(f"{self.base}{path}", body.encode(), timeout=10)
 
     def live(self) -> dict:
-        with self.opener.open(f"{self.base}/portal/stations.json", timeout=5) as r:
+        """The connected stations, as the portal's live list shows them (online filter)."""
+        with self.opener.open(f"{self.base}/portal/stations.json?state=online", timeout=5) as r:
             return {s["cid"]: s for s in json.load(r)["stations"]}
 
 

@@ -18,7 +18,7 @@ def test_command_is_published_on_the_downstream_topic_as_a_backend_would(
     client.force_login(operator)
     response = client.post(
         reverse("portal:command", args=[station.cid]),
-        {"action": "Reset", "payload": '{"type": "Soft"}'},
+        {"action": "Reset", "payload": '{"type": "Soft"}', "confirm": "on"},  # Reset asks first
         HTTP_ACCEPT="application/json",
     )
     assert response.status_code == 202
@@ -154,3 +154,46 @@ def test_kick_through_redis_reaches_every_gateway_process(client, operator, make
             break
     listener.close()
     assert seen == {"op": "kick", "cid": station.cid_key, "reason": "maintenance", "node": "portal"}
+
+
+# --- confirmation and audit -----------------------------------------------------------------------
+def test_a_disruptive_command_needs_confirmation_and_both_attempts_are_audited(
+    client, operator, make_station, mqtt_probe
+):
+    from stations.models import AuditEntry
+
+    station = make_station("CPCONF", connected=True)
+    client.force_login(operator)
+    url = reverse("portal:command", args=[station.cid])
+    body = {"action": "Reset", "payload": '{"type": "Hard"}'}
+    asked = client.post(url, body, HTTP_ACCEPT="application/json")
+    assert asked.status_code == 400
+    assert asked.json()["confirm"] is True and "Reset (Hard) restarts" in asked.json()["error"]
+    assert not AuditEntry.objects.exists()  # nothing sent, nothing done
+    probe = mqtt_probe([f"ocpp/cs/{station.cid}/#"])
+    sent = client.post(url, {**body, "confirm": "on"}, HTTP_ACCEPT="application/json")
+    assert sent.status_code == 202, sent.content
+    assert probe.wait_for(f"ocpp/cs/{station.cid}/portal")["Action"] == "Reset"
+    entry = AuditEntry.objects.get()
+    assert (entry.username, entry.via, entry.action, entry.target) == (
+        "operator",
+        "portal",
+        "command",
+        "CPCONF",
+    )
+    assert entry.detail == 'Reset {"type":"Hard"}' and entry.result.startswith("sent as ")
+    # a harmless command goes without asking
+    harmless = {"action": "TriggerMessage", "payload": '{"requestedMessage": "Heartbeat"}'}
+    assert client.post(url, harmless, HTTP_ACCEPT="application/json").status_code == 202
+
+
+def test_the_audit_trail_page_shows_who_did_what(admin_client, make_station):
+    from stations import audit
+
+    make_station("CPAUD")
+    audit.record(None, "api", "kick", "CPAUD", "firmware", "failed: no route")
+    admin_client.post(reverse("portal:policy", args=["CPAUD"]), {"validation_policy": "log"})
+    page = admin_client.get(reverse("portal:audit")).content.decode()
+    assert "policy" in page and "default -&gt; log" in page and "failed: no route" in page
+    only = admin_client.get(reverse("portal:audit"), {"action": "kick"}).content.decode()
+    assert "failed: no route" in only and "default -&gt; log" not in only

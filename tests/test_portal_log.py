@@ -2,6 +2,7 @@
 
 import datetime
 
+import pytest
 from django.urls import reverse
 
 from portal import msgsearch, traffic
@@ -108,3 +109,58 @@ def test_message_detail_in_fixed_queries(
     with django_assert_num_queries(4):  # session, user, row with station, its partner
         response = admin_client.get(reverse("portal:message", args=[row.id]))
     assert "No matching answer" in response.content.decode()
+
+
+# --- export ---------------------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+async def test_export_streams_every_filtered_row_in_chunks(admin_user):
+    import csv
+    import io
+
+    import orjson
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+
+    from portal import export
+    from stations.models import MessageLog
+    from tests.conftest import new_station
+
+    station = await sync_to_async(new_station)("CPEXP")
+    now = datetime.datetime.now(datetime.UTC)
+    rows = [
+        MessageLog(
+            created=now - datetime.timedelta(milliseconds=n // 3),  # ties inside one timestamp
+            cid=station.cid,
+            station_id=station.id,
+            direction="in",
+            message_type=2,
+            unique_id=f"u{n}",
+            action="Heartbeat" if n % 2 else "StatusNotification",
+            payload=f'[2,"u{n}","Heartbeat",{{}}]',
+            outcome="published",
+        )
+        for n in range(2 * export.CHUNK_ROWS + 7)
+    ]
+    await sync_to_async(MessageLog.objects.bulk_create)(rows)
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(admin_user)
+    response = await client.get(
+        "/portal/messages/export", {"station": "cpexp", "action": "Heartbeat"}
+    )
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"].startswith("text/csv")
+    assert 'attachment; filename="ocppgw-log-' in response["Content-Disposition"]
+    body = b"".join([chunk async for chunk in response.streaming_content]).decode()
+    lines = list(csv.reader(io.StringIO(body)))
+    assert lines[0] == list(export.FIELDS)
+    uids = [line[5] for line in lines[1:]]
+    heartbeats = {f"u{n}" for n in range(len(rows)) if n % 2}
+    assert len(uids) == len(heartbeats) and set(uids) == heartbeats  # none twice, none lost
+    assert lines[1][1].endswith("Z")
+    response = await client.get("/portal/messages/export", {"station": "CPEXP", "format": "ndjson"})
+    records = [
+        orjson.loads(line)
+        for line in b"".join([c async for c in response.streaming_content]).splitlines()
+    ]
+    assert len(records) == len(rows) and records[0]["cid"] == "CPEXP"
+    assert (await client.get("/portal/messages/export", {"format": "xml"})).status_code == 400

@@ -15,19 +15,51 @@ from tests.conftest import unique_cid
 
 pytestmark = pytest.mark.e2e
 
+
+def _accepted(payload):
+    return payload["status"] == "Accepted"
+
+
+def _heartbeat_interval_16(payload):
+    return payload["configurationKey"] == [
+        {"key": "HeartbeatInterval", "readonly": True, "value": "10"}
+    ] and payload["unknownKey"] == ["Nope"]
+
+
+def _heartbeat_interval_2(payload):
+    known, unknown = payload["getVariableResult"]
+    return (known["attributeStatus"], known["attributeValue"]) == ("Accepted", "10") and unknown[
+        "attributeStatus"
+    ] == "UnknownVariable"
+
+
+_GET_VARIABLES = {
+    "getVariableData": [
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "Nope"}},
+    ]
+}
+_V2 = [
+    ("Reset", {"type": "Immediate"}, _accepted),
+    (
+        "RequestStartTransaction",
+        {"remoteStartId": 1, "idToken": {"idToken": "TAG1", "type": "Central"}},
+        _accepted,
+    ),
+    ("GetVariables", _GET_VARIABLES, _heartbeat_interval_2),
+]
 COMMANDS = {
-    "1.6": [("Reset", {"type": "Soft"}), ("RemoteStartTransaction", {"idTag": "TAG1"})],
-    "2.0.1": [
-        ("Reset", {"type": "Immediate"}),
-        (
-            "RequestStartTransaction",
-            {"remoteStartId": 1, "idToken": {"idToken": "TAG1", "type": "Central"}},
-        ),
+    "1.6": [
+        ("Reset", {"type": "Soft"}, _accepted),
+        ("RemoteStartTransaction", {"idTag": "TAG1"}, _accepted),
+        ("GetConfiguration", {"key": ["HeartbeatInterval", "Nope"]}, _heartbeat_interval_16),
     ],
+    "2.0.1": _V2,
+    "2.1": _V2,
 }
 
 
-@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+@pytest.mark.parametrize("version", ["1.6", "2.0.1", "2.1"])
 def test_simulated_station_reports_answers_commands_and_survives_silence(
     tmp_path, mqtt_probe, version
 ):
@@ -64,13 +96,13 @@ def test_simulated_station_reports_answers_commands_and_survives_silence(
     try:
         runner.start()
         probe.wait_for(f"ocpp/cp/{cid}/BootNotification", timeout_s=10)
-        for i, (action, payload) in enumerate(COMMANDS[version]):
+        for i, (action, payload, check) in enumerate(COMMANDS[version]):
             command = {"MessageTypeId": 2, "UniqueId": f"op{i}", "Action": action}
             probe.publish(f"ocpp/cs/{cid}/{action}", {**command, "Payload": payload})
             answer = probe.wait_for(
                 f"ocpp/cp/Reply/{cid}", lambda b, i=i: b["UniqueId"] == f"op{i}"
             )
-            assert answer["Payload"]["status"] == "Accepted"
+            assert check(answer["Payload"]), answer
         runner.join(20)
         assert not runner.is_alive(), "the simulator stalled"
         heartbeats = probe.snapshot(f"ocpp/cp/{cid}/Heartbeat")

@@ -5,10 +5,12 @@ Stations are driven in process (tests/asgi_station.py); tests/e2e/ covers what o
 
 import pytest
 from channels.db import database_sync_to_async
+from prometheus_client import REGISTRY
 
 from stations import gateway as gateway_module
 from stations.models import MessageLog
 from tests.asgi_station import MARKER, RPC, connect, probe_for
+from tests.conftest import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -160,6 +162,30 @@ async def test_rate_limit_answers_generic_error(gateway, settings, station_facto
     await ws.send_to(text_data='[2, "r2", "Heartbeat", {}]')
     answer = await ws.answer()
     assert answer[:4] == [4, "r2", "GenericError", "rate limit"]
+    await ws.disconnect()
+
+
+async def test_an_abusive_station_is_closed_1008_and_its_later_frames_counted(
+    gateway, settings, station_factory
+):
+    settings.OCPPGW_RATE_PER_S = 0.001
+    settings.OCPPGW_RATE_BURST = 1
+    station = await station_factory()
+    ws = await connect(station.cid)
+    before = REGISTRY.get_sample_value("ocppgw_frames_after_abuse_total") or 0.0
+    for n in range(3):  # one allowed, then refused past a burst's worth: abuse
+        await ws.send_to(text_data=f'[2, "a{n}", "Heartbeat", {{}}]')
+    answers = [await ws.receive_output(2) for _ in range(3)]
+    assert answers[-1] == {"type": "websocket.close", "code": 1008}
+    for n in range(4):  # what it sends before its socket is gone: not taken, but counted
+        await ws.send_to(text_data=f'[2, "late{n}", "Heartbeat", {{}}]')
+    await ws.send_to(text_data='[2, "late-last", "Heartbeat", {}]')
+    await until(
+        lambda: REGISTRY.get_sample_value("ocppgw_frames_after_abuse_total") == before + 5,
+        2,
+        "the late frames to be counted",
+    )
+    assert await ws.receive_nothing(0.2)  # and none of them answered
     await ws.disconnect()
 
 

@@ -109,8 +109,8 @@ def test_validate_accepts(template, downstream):
         ("a.b/${cid}/#", "a.b/CP001", "CP001"),  # regex characters in literals are literal
     ],
 )
-def test_downstream_matcher_captures_the_cid(template, topic, cid):
-    match = topics.downstream_matcher(template).match(topic)
+def test_matcher_captures_the_cid(template, topic, cid):
+    match = topics.matcher(template).match(topic)
     assert match is not None and match.group("cid") == cid
 
 
@@ -127,8 +127,8 @@ def test_downstream_matcher_captures_the_cid(template, topic, cid):
         ("a.b/${cid}/#", "aXb/CP001"),
     ],
 )
-def test_downstream_matcher_ignores_other_topics(template, topic):
-    assert topics.downstream_matcher(template).match(topic) is None
+def test_matcher_ignores_other_topics(template, topic):
+    assert topics.matcher(template).match(topic) is None
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,8 @@ class GracefulStop:
         if gw is None:
             self._done = defer.succeed(None)
         else:
-            job = asyncio.wait_for(gw.shutdown(), SHUTDOWN_TIMEOUT_S)
+            timeout_s = SHUTDOWN_TIMEOUT_S + gw.settings.OCPPGW_DRAIN_S
+            job = asyncio.wait_for(gw.shutdown(), timeout_s)
             self._done = defer.Deferred.fromFuture(asyncio.ensure_future(job, loop=gw.loop))
             self._done.addErrback(lambda f: log.error("graceful shutdown: %s", f.value))
         return _chain(self._done)

@@ -51,18 +51,28 @@
       "Is a gateway process running and connected to the broker?");
   }
 
+  async function post(confirmed) {
+    const body = new FormData(form);
+    if (confirmed) body.set("confirm", "on");
+    // form.action would be the <select name="action">: read the attribute
+    const r = await fetch(form.getAttribute("action"), {
+      method: "POST", body, credentials: "same-origin", headers: { Accept: "application/json" },
+    });
+    return [r, await r.json().catch(() => ({ error: `HTTP ${r.status}` }))];
+  }
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try { JSON.parse(payload.value || "{}"); }
     catch (e) { return show("error", "The payload is not valid JSON", String(e.message)); }
     button.disabled = true;
     try {
-      // form.action would be the <select name="action">: read the attribute
-      const r = await fetch(form.getAttribute("action"), {
-        method: "POST", body: new FormData(form), credentials: "same-origin",
-        headers: { Accept: "application/json" },
-      });
-      const data = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+      let [r, data] = await post(false);
+      // a disruptive command: the gateway says why, the operator decides
+      if (!r.ok && data.confirm) {
+        if (!window.confirm(data.error)) return show("error", "Not sent: cancelled", data.error);
+        [r, data] = await post(true);
+      }
       if (!r.ok) {
         const where = data.path ? `at ${data.path} (${data.rule})` : undefined;
         show("error", `Not sent: ${data.error || r.statusText}`, where);

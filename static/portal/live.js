@@ -77,37 +77,45 @@
     }
   }
 
-  // --- connected stations -------------------------------------------------------------------
+  // --- the inventory ------------------------------------------------------------------------
   function stationsPage(table) {
     const body = table.tBodies[0];
     const search = document.getElementById("search");
     const total = document.getElementById("total");
-    const note = document.getElementById("limit-note");
+    const pageOf = document.getElementById("page-of");
     const status = document.getElementById("live-status");
     let known = new Set([...body.querySelectorAll("tr[data-cid]")].map((r) => r.dataset.cid));
 
     function row(s, fresh) {
+      const cid = el("td", {}, el("a", { href: s.url, class: "cid", text: s.cid }));
+      if (!s.enabled) cid.append(" ", el("span", { class: "pill warn", text: "disabled" }));
       return el("tr", { "data-cid": s.cid, class: fresh ? "fresh" : null },
-        el("td", {}, el("a", { href: s.url, class: "cid", text: s.cid })),
+        cid,
+        el("td", {}, el("span", { class: `pill ${s.online ? "online" : "offline"}`, text: s.online ? "online" : "offline" })),
         el("td", {}, el("span", { class: "tag", text: s.ocpp_version || "?" })),
-        el("td", { class: "mono small", text: s.node }),
-        el("td", { text: utc(s.connected_at) }),
+        el("td", { class: "mono small", text: s.node || "—" }),
+        el("td", { class: "small", text: `${s.vendor} ${s.model}` }),
         el("td", { "data-ago": s.last_frame_at || "", text: ago(s.last_frame_at) }),
         el("td", { class: "num", text: s.frames_in }),
         el("td", { class: "num", text: s.frames_out }));
     }
     async function update() {
-      const q = search.value.trim();
-      const data = await getJSON(`${table.dataset.liveUrl}?q=${encodeURIComponent(q)}`);
+      // the page's own query string (state, q, sort, page) asks for the same rows
+      const data = await getJSON(`${table.dataset.liveUrl}${window.location.search}`);
       const rows = data.stations.map((s) => row(s, !known.has(s.cid)));
       if (!rows.length) {
-        const text = q ? `No connected station matches “${q}”.` : "No station is connected right now.";
-        rows.push(el("tr", { class: "empty" }, el("td", { colspan: 7, text })));
+        const q = search.value.trim();
+        const text = q ? `No station matches “${q}”.` : "No station here right now.";
+        rows.push(el("tr", { class: "empty" }, el("td", { colspan: 8, text })));
       }
       body.replaceChildren(...rows);
       known = new Set(data.stations.map((s) => s.cid));
-      total.textContent = data.total;
-      note.hidden = data.stations.length < data.limit;
+      total.textContent = data.matching;
+      for (const [state, count] of Object.entries(data.counts)) {
+        const node = document.querySelector(`[data-count="${state}"]`);
+        if (node) node.textContent = count;
+      }
+      pageOf.textContent = `page ${data.page} of ${data.pages}`;
       status.textContent = `Last update ${utc(new Date().toISOString()).slice(11)} UTC.`;
     }
     const now = poll(1000, update);
@@ -121,6 +129,7 @@
         const url = new URL(window.location);
         if (search.value.trim()) url.searchParams.set("q", search.value.trim());
         else url.searchParams.delete("q");
+        url.searchParams.delete("page");
         history.replaceState(null, "", url);
         now();
       }, 250);
@@ -153,6 +162,7 @@
     const kick = document.getElementById("kick-button");
     const frames = document.getElementById("recent-frames");
     const presence = document.getElementById("presence");
+    const connectors = document.getElementById("connectors");
     const field = (name) => document.querySelector(`[data-field="${name}"]`);
     let lastTop = null;
     async function update() {
@@ -168,6 +178,18 @@
       field("last_frame_at").textContent = ago(s.last_frame_at);
       field("frames_in").textContent = s.frames_in;
       field("frames_out").textContent = s.frames_out;
+      field("frames_lenient").textContent = s.frames_lenient;
+      field("vendor_model").textContent = (s.vendor || s.model) ? `${s.vendor} ${s.model}` : "—";
+      field("serial_number").textContent = s.serial_number || "—";
+      field("firmware_version").textContent = s.firmware_version || "—";
+      field("last_boot_at").textContent = utc(s.last_boot_at);
+      field("last_heartbeat_at").textContent = utc(s.last_heartbeat_at);
+      const states = Object.entries(s.connectors || {});
+      connectors.replaceChildren(...(states.length ? states.map(([key, c]) => el("tr", {},
+        el("td", { class: "mono", text: key }),
+        el("td", {}, el("span", { class: `status ${(c.status || "").toLowerCase()}`, text: c.status })),
+        el("td", { text: c.error_code || "—" }),
+        el("td", { class: "mono small", text: c.at }))) : [empty(4, "No StatusNotification yet.")]));
       const refused = field("last_refused");
       refused.replaceChildren(s.last_refused_at
         ? el("span", {}, `${utc(s.last_refused_at)} — `, el("strong", { text: s.last_refused_reason }))

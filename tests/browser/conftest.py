@@ -176,6 +176,17 @@ class Station:
             )
         )
 
+    def status(self, connector: int, status: str, error_code: str = "NoError"):
+        from ocpp.v16 import call
+
+        return self.run(
+            self.cp.call(
+                call.StatusNotification(
+                    connector_id=connector, error_code=error_code, status=status
+                )
+            )
+        )
+
     def close_code(self):
         """The close code once the gateway closed the socket, else None."""
         return self.ws.close_code if self.ws is not None else None

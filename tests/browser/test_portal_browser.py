@@ -7,6 +7,7 @@ disappears live. Screenshots of every page land in artifacts/screenshots/.
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -29,7 +30,12 @@ def test_login_then_a_connecting_station_appears_live(rig, page):
     live = lambda ws: ws.url.endswith("/portal/live/")  # noqa: E731
     with page.expect_websocket(live, timeout=10000):
         page.click("button[type=submit]")
-    expect(page.locator("h1")).to_contain_text("Connected stations")
+    expect(page.locator("h1")).to_contain_text("Stations")
+    # the inventory lists the station offline; the "online" filter shows it only once connected
+    expect(page.locator(f"#stations tr[data-cid='{rig.cid}'] .pill")).to_have_text("offline")
+    shoot(page, "01b-inventory")
+    page.click("#state-filter a[data-state=online]")
+    expect(page).to_have_url(re.compile(r"state=online"))
     row = page.locator(f"#stations tr[data-cid='{rig.cid}']")
     expect(row).to_have_count(0)
 
@@ -40,7 +46,8 @@ def test_login_then_a_connecting_station_appears_live(rig, page):
     expect(row).to_contain_text("1.6")
     expect(row).to_contain_text(rig.gateway.env["OCPPGW_NODE"])
     rig.station.boot()  # the backend answers it over MQTT
-    expect(row.locator("td").nth(5)).not_to_have_text("0", timeout=4000)  # frames in counted
+    expect(row.locator("td").nth(6)).not_to_have_text("0", timeout=4000)  # frames in counted
+    expect(row.locator("td").nth(4)).to_contain_text("ocppgw", timeout=4000)  # its Boot's vendor
     shoot(page, "02-stations-live")
 
 
@@ -49,6 +56,13 @@ def test_reset_from_the_station_page_shows_the_stations_answer(rig, page):
     expect(page.locator("#status-pill")).to_have_text("connected")
     page.select_option("#command-action", "Reset")
     expect(page.locator("#command-payload")).to_have_value(re.compile(r'"type": "Hard"'))
+    # a Reset is disruptive: the portal asks first; dismissed, nothing is sent
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("#command-send")
+    expect(page.locator("#command-result")).to_contain_text("Not sent: cancelled")
+    assert "Reset (Hard) restarts the station" in asked[0]
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("#command-send")
     result = page.locator("#command-result")
     expect(result).to_contain_text("the station answered", timeout=10000)
@@ -60,6 +74,30 @@ def test_reset_from_the_station_page_shows_the_stations_answer(rig, page):
     page.click("#command-send")
     expect(result).to_contain_text("Not sent")
     expect(result).to_contain_text("at type (enum)")
+
+
+def test_the_station_page_shows_what_the_station_said(rig, page):
+    rig.station.status(1, "Available")
+    rig.station.status(2, "Faulted", "GroundFailure")
+    page.goto(f"{rig.gateway.url}/portal/stations/{rig.cid}/")
+    expect(page.locator("[data-field=vendor_model]")).to_have_text("ocppgw Browser")
+    connectors = page.locator("#connectors")
+    # the writer flushes within a second; the page updates itself
+    expect(connectors).to_contain_text("GroundFailure", timeout=5000)
+    expect(connectors.locator("tr")).to_have_count(2)
+    expect(page.locator("[data-field=last_boot_at]")).not_to_have_text("—")
+    shoot(page, "03b-station-facts")
+
+
+def test_the_audit_trail_records_the_reset(rig, page):
+    page.goto(f"{rig.gateway.url}/portal/")
+    page.click("nav >> text=Audit")
+    row = page.locator("#audit tbody tr").first
+    expect(row).to_contain_text("command")
+    expect(row).to_contain_text(rig.cid)
+    expect(row).to_contain_text('Reset {"type":"Hard"}')
+    expect(row).to_contain_text("sent as")
+    shoot(page, "03c-audit-trail")
 
 
 def test_a_bootnotification_rule_routes_the_next_boot(rig, page):
@@ -93,13 +131,21 @@ def test_the_message_log_filter_finds_the_rerouted_boot(rig, page):
     rows = page.locator("#log tbody tr")
     expect(rows.first).to_contain_text("BootNotification")
 
-    def both_boots_logged():  # the first boot and the re-routed one (the log flushes every 0.5 s)
-        if rows.count() == 2:
+    def both_boots_and_the_answer_logged():
+        # the first boot, the re-routed one and its answer, which a later flush may write (the
+        # log flushes every 0.5 s): the pair link shows only once the answer row is there
+        if rows.count() == 2 and rows.first.locator(".pair").count() == 1:
             return True
         page.reload()
         return False
 
-    wait_until(both_boots_logged, 5, "both BootNotifications in the filtered log")
+    wait_until(both_boots_and_the_answer_logged, 5, "both boots and the answer in the log")
+    # the same filter as a download
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("id,created,cid,direction") and len(lines) == 3, lines
+    assert all(rig.cid in line and "BootNotification" in line for line in lines[1:])
     expect(rows.first.locator(".pair")).to_have_text("answer →")
     shoot(page, "06-message-log-filtered")
     rows.first.locator("td").first.locator("a").click()
@@ -127,8 +173,19 @@ def test_other_pages_render(rig, page):
     shoot(page, "14-admin-station-password")
 
 
+def test_admin_lists_fit_a_1366_px_laptop(rig, page):
+    """No sideways scrolling on the admin lists an operator reads most."""
+    page.set_viewport_size({"width": 1366, "height": 768})
+    for path in ("/admin/stations/station/", "/admin/stations/messagelog/"):
+        page.goto(f"{rig.gateway.url}{path}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1366, f"{path} is {width} px wide"
+    expect(page.locator(".object-tools")).to_contain_text("Open in the portal's log")
+    shoot(page, "16-admin-messagelog-1366")
+
+
 def test_a_disconnecting_station_disappears_live(rig, page):
-    page.goto(f"{rig.gateway.url}/portal/")
+    page.goto(f"{rig.gateway.url}/portal/?state=online")
     row = page.locator(f"#stations tr[data-cid='{rig.cid}']")
     expect(row).to_be_visible()
     rig.station.disconnect()
@@ -151,3 +208,16 @@ def test_rotating_the_password_in_admin_drops_the_live_socket(rig, page):
     saved_at = time.monotonic()
     wait_until(rig.station.close_code, 3.0, "the gateway to close the rotated station's socket")
     assert time.monotonic() - saved_at <= 3.0
+
+
+def test_phone_width_and_dark_mode(rig, page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.emulate_media(color_scheme="dark")
+    page.goto(f"{rig.gateway.url}/portal/")
+    links = page.locator(".topbar nav a")
+    for i in range(links.count()):  # every item reachable: wrapped, never off-screen
+        box = links.nth(i).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(18, 23, 29)", background  # the dark palette, from the system setting
+    shoot(page, "15-phone-dark")

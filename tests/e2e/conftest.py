@@ -103,7 +103,8 @@ class Gateway(RungatewayProcess):
         self.node = f"e2e-{port}"
         db = workdir / f"gw-{port}.sqlite3"
         shutil.copy(template, db)
-        env = _env({"DATABASE_URL": f"sqlite:///{db}", "OCPPGW_NODE": self.node, **env})
+        self.db_env = {"DATABASE_URL": f"sqlite:///{db}"}  # for manage(gw.db_env, ...)
+        env = _env({**self.db_env, "OCPPGW_NODE": self.node, **env})
         args = ["--host", "127.0.0.1", "--port", str(port)]
         super().__init__(workdir / f"gw-{port}.log", env, args, port=port)
 

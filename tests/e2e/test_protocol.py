@@ -268,6 +268,9 @@ async def test_validation_modes(mode_gateways, pool, mqtt_probe, raw_station, mo
     else:
         envelope = await probe.arrival(f"ocpp/cp/{cid}/BootNotification")
         assert envelope["Payload"] == {"chargePointModel": "M"}
+        # a backend can tell checked from unchecked data: log mode marks what failed
+        expected = {"path": "chargePointVendor", "rule": "required", "policy": "log"}
+        assert envelope.get("Validation") == (expected if mode[1] == "log" else None)
 
     # downstream: a Reset whose type is not in the enum
     probe.publish(

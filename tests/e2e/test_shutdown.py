@@ -1,6 +1,7 @@
 """SIGTERM: every held station is marked disconnected, the log is flushed, the process exits 0."""
 
 import asyncio
+import re
 import signal
 import time
 
@@ -50,6 +51,10 @@ async def test_sigterm_marks_stations_disconnected_flushes_the_log_and_exits_0(g
         assert code == 0, gateway.log()
         assert time.time() - signalled_at < 10
         assert codes == [1001] * STATIONS  # going away, sent by the gateway
+        # a clean goodbye is no broker outage: said at INFO, nothing buffered
+        log_text = gateway.log()
+        assert re.search(r"INFO ocppgw\.bridge .*disconnected from broker .*\(stopping\)", log_text)
+        assert "lost the broker" not in log_text
 
         # "offline" from the clean goodbye, written at shutdown (the Will's was written at start)
         node_topic = f"ocpp/gw/nodes/{gateway.node}"
@@ -100,3 +105,34 @@ def _epoch(iso: str) -> float:
     import datetime
 
     return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+async def test_a_drain_spreads_the_closes_over_its_seconds(tmp_path):
+    topics = Topics()
+    gw = GatewayProcess(tmp_path, migrated_sqlite(tmp_path), topics, env={"OCPPGW_DRAIN_S": "3"})
+    gw.start()
+    sockets = []
+    try:
+        for n in range(6):
+            ws = await websockets.connect(gw.url(unique_cid("DR")), subprotocols=[SUBPROTOCOL])
+            await ws.send(boot_frame(f"boot-{n}"))
+            sockets.append(ws)
+        await asyncio.sleep(0.5)  # every station registered
+        signalled_at = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+
+        async def closed_after(ws) -> tuple[float, int | None]:
+            code = await _close_code(ws)
+            return time.monotonic() - signalled_at, code
+
+        closes = await asyncio.gather(*(closed_after(ws) for ws in sockets))
+        assert await asyncio.to_thread(gw.proc.wait, 15) == 0, gw.log()
+        assert [code for _, code in closes] == [1001] * 6
+        times = sorted(t for t, _ in closes)
+        # one every 0.5 s: the first at once, the last after ~2.5 s, not all together
+        assert times[0] < 1.0 and times[-1] > 2.0, times
+        assert "draining 6 stations over 3s" in gw.log()
+    finally:
+        for ws in sockets:
+            await ws.close()
+        gw.stop()

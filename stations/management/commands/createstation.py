@@ -1,6 +1,5 @@
 """Create a station and the Django user it authenticates as."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -18,22 +17,22 @@ class Command(BaseCommand):
         parser.add_argument("--update", action="store_true", help="set the password if it exists")
 
     def handle(self, *args, cid, password, profile, update, **options):
-        problem = identity.validate(cid)
-        if problem:
-            raise CommandError(problem)
         password = password or services.suggest_password()
         problem = services.password_problem(password)
         if problem:
             raise CommandError(problem)
-        with transaction.atomic():
-            station = Station.objects.filter(cid_key=identity.key(cid)).first()
-            if station and not update:
-                raise CommandError(f"station {station.cid} exists (use --update to reset it)")
-            if station is None:
-                user, _ = get_user_model().objects.get_or_create(username=cid)
-                station = Station.objects.create(cid=cid, user=user, security_profile=profile)
-            elif station.security_profile != profile:
-                station.security_profile = profile
-                station.save(update_fields=["security_profile"])
-            services.set_password(station, password)
+        station = Station.objects.filter(cid_key=identity.key(cid)).first()
+        if station and not update:
+            raise CommandError(f"station {station.cid} exists (use --update to reset it)")
+        try:
+            with transaction.atomic():
+                if station is None:  # the one creation rule admin and API follow too
+                    station, _ = services.create_station(cid, password, security_profile=profile)
+                else:
+                    if station.security_profile != profile:
+                        station.security_profile = profile
+                        station.save(update_fields=["security_profile"])
+                    services.set_password(station, password)
+        except services.StationRefused as refused:
+            raise CommandError(str(refused)) from refused
         self.stdout.write(f"station {station.cid}: password {password}")

@@ -17,7 +17,9 @@ class Command(BaseCommand):
     help = "Run the OCPP gateway (stations on --port, operators too unless OCPPGW_ADMIN_PORT)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="0.0.0.0", help="interface to listen on")
+        parser.add_argument(
+            "--host", default=settings.OCPPGW_HOST, help="interface to listen on (OCPPGW_HOST)"
+        )
         parser.add_argument("--port", type=int, default=settings.OCPPGW_PORT)
         parser.add_argument(
             "--admin-port",

@@ -5,6 +5,7 @@ tries first. The gateway only forwards: unless a backend answers the station's C
 each one ends in a CALLERROR or a timeout, which the simulator logs and shrugs off.
 """
 
+import argparse
 import asyncio
 import base64
 import datetime
@@ -23,8 +24,13 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# what GetConfiguration (1.6) and GetVariables (2.0.1/2.1, component OCPPCommCtrlr) report
+SETTINGS = {"HeartbeatInterval": "10", "MeterValueSampleInterval": "10"}
+
+
 def build_v16(cid, connection, timeout):
-    """An ocpp.v16 ChargePoint answering Reset, RemoteStart/Stop, ChangeAvailability, Trigger."""
+    """An ocpp.v16 ChargePoint answering Reset, RemoteStart/Stop, ChangeAvailability, Trigger,
+    GetConfiguration."""
     from ocpp.routing import on
     from ocpp.v16 import ChargePoint, call, call_result
     from ocpp.v16.enums import (
@@ -63,6 +69,17 @@ def build_v16(cid, connection, timeout):
         def on_trigger(self, requested_message, **kwargs):
             return call_result.TriggerMessage(status=TriggerMessageStatus.accepted)
 
+        @on(Action.get_configuration)
+        def on_get_configuration(self, key=None, **kwargs):
+            wanted = key or list(SETTINGS)
+            known = [
+                {"key": k, "readonly": True, "value": SETTINGS[k]} for k in wanted if k in SETTINGS
+            ]
+            unknown = [k for k in wanted if k not in SETTINGS]
+            return call_result.GetConfiguration(
+                configuration_key=known, unknown_key=unknown or None
+            )
+
         async def boot(self):
             return await self.call(
                 call.BootNotification(charge_point_model="ocppgw-sim", charge_point_vendor="ocppgw")
@@ -95,19 +112,24 @@ def build_v16(cid, connection, timeout):
     return Simulated(cid, connection, response_timeout=timeout)
 
 
-def build_v201(cid, connection, timeout):
-    """An ocpp.v201 ChargePoint answering Reset, RequestStart/Stop, ChangeAvailability, Trigger."""
+def build_v201(cid, connection, timeout, package="v201"):
+    """An ocpp.v201 (or, with package="v21", ocpp.v21) ChargePoint answering Reset,
+    RequestStart/Stop, ChangeAvailability, Trigger, GetVariables."""
+    import importlib
+
     from ocpp.routing import on
-    from ocpp.v201 import ChargePoint, call, call_result
-    from ocpp.v201.enums import (
-        Action,
-        BootReasonEnumType,
-        ChangeAvailabilityStatusEnumType,
-        ConnectorStatusEnumType,
-        RequestStartStopStatusEnumType,
-        ResetStatusEnumType,
-        TriggerMessageStatusEnumType,
-    )
+
+    module = importlib.import_module(f"ocpp.{package}")
+    enums = importlib.import_module(f"ocpp.{package}.enums")
+    ChargePoint, call, call_result = module.ChargePoint, module.call, module.call_result
+    Action = enums.Action
+    BootReasonEnumType = enums.BootReasonEnumType
+    ChangeAvailabilityStatusEnumType = enums.ChangeAvailabilityStatusEnumType
+    ConnectorStatusEnumType = enums.ConnectorStatusEnumType
+    RequestStartStopStatusEnumType = enums.RequestStartStopStatusEnumType
+    ResetStatusEnumType = enums.ResetStatusEnumType
+    TriggerMessageStatusEnumType = enums.TriggerMessageStatusEnumType
+    GetVariableStatusEnumType = enums.GetVariableStatusEnumType
 
     class Simulated(ChargePoint):
         transaction_id = None
@@ -138,6 +160,24 @@ def build_v201(cid, connection, timeout):
         @on(Action.trigger_message)
         def on_trigger(self, requested_message, **kwargs):
             return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.accepted)
+
+        @on(Action.get_variables)
+        def on_get_variables(self, get_variable_data, **kwargs):
+            results = []
+            for item in get_variable_data:
+                name = item["variable"]["name"]
+                known = item["component"]["name"] == "OCPPCommCtrlr" and name in SETTINGS
+                result = {
+                    "attribute_status": GetVariableStatusEnumType.accepted
+                    if known
+                    else GetVariableStatusEnumType.unknown_variable,
+                    "component": item["component"],
+                    "variable": item["variable"],
+                }
+                if known:
+                    result["attribute_value"] = SETTINGS[name]
+                results.append(result)
+            return call_result.GetVariables(get_variable_result=results)
 
         async def boot(self):
             return await self.call(
@@ -173,7 +213,11 @@ def build_v201(cid, connection, timeout):
     return Simulated(cid, connection, response_timeout=timeout)
 
 
-BUILDERS = {"1.6": build_v16, "2.0.1": build_v201}
+BUILDERS = {
+    "1.6": build_v16,
+    "2.0.1": build_v201,
+    "2.1": lambda cid, connection, timeout: build_v201(cid, connection, timeout, "v21"),
+}
 
 
 async def _step(name, coro) -> None:
@@ -222,11 +266,13 @@ async def run(url, cid, password, version, interval, count=0, call_timeout=CALL_
 
 
 class Command(BaseCommand):
-    help = "Run a simulated charge point (OCPP 1.6 or 2.0.1) against the gateway."
+    help = "Run a simulated charge point (OCPP 1.6, 2.0.1 or 2.1) against the gateway."
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         # our --version is the OCPP version; it replaces Django's "print Django's version"
-        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+        parser = super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+        parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter  # --help shows defaults
+        return parser
 
     def add_arguments(self, parser):
         parser.add_argument("cid")

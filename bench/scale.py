@@ -1,0 +1,596 @@
+"""T9, the scale run (`make bench BENCH_ARGS=--scale`): tens of thousands of stations on one node.
+
+For ocppgw (`rungateway --processes 2`, auth, validation and message log on) and `bare`, in one
+run: N stations connect (RSS and CPU sampled against the connected count), stay idle for one
+ping interval (idle CPU), send 0.05 msg/s each for --scale-duration s (p99 upstream latency at
+the broker, lost frames, and one well-behaved station's backend round trip every 0.25 s), then
+all drop and reconnect at once (passwords remembered), then the server is restarted and all
+reconnect again (nothing remembered). The load generator (scale_loadgen.py) reports its own CPU
+per phase; a phase where one of its processes used more than 90% of a core is marked invalid.
+
+The pure parts (rows, pass/fail, SVG plots) are unit-tested in tests/test_bench_scale.py.
+"""
+
+import contextlib
+import json
+import math
+import os
+import queue
+import resource
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+GENERATOR_LIMIT_PCT = 90.0
+MIB = 2**20
+PROBE_EVERY_S = 0.25
+
+# row: (name, unit, key in a server's result, target text, check, phase whose generator CPU
+# must stay under GENERATOR_LIMIT_PCT for the figure to be the server's)
+ROWS = (
+    ("T9 stations (N; bare: what one process's fd limit holds)", "conns", "stations", "(info)",
+     None, None),
+    ("T9 stations connected", "conns", "connected", "= N", "all", "connect"),
+    ("T9 failed connection attempts (connect + run)", "conns", "failed", "0", "zero", "connect"),
+    ("T9 retryable refusals (503/1013), retried", "conns", "refused", "(info)", None, "connect"),
+    ("T9 time to connect all (100-200 handshakes at a time)", "s", "connect_s", "(info)",
+     None, "connect"),
+    ("T9 RSS of the server's processes (peak)", "MiB", "rss_peak_mib", "<= 2048 MiB",
+     ("max", 2048), None),
+    ("T9 idle CPU (connected, no traffic)", "% core", "idle_cpu_pct", "<= 25%",
+     ("max", 25), "idle"),
+    ("T9 CPU at 0.05 msg/s per station", "% core", "traffic_cpu_pct", "(info)", None, "traffic"),
+    ("T9 upstream rate offered", "msg/s", "offered", "(info: N x 0.05)", None, "traffic"),
+    ("T9 upstream latency p50", "ms", "latency_p50", "(info)", None, "traffic"),
+    ("T9 upstream latency p99", "ms", "latency_p99", "<= 50 ms", ("max", 50), "traffic"),
+    ("T9 frames lost", "frames", "lost", "0", "zero", "traffic"),
+    ("T9 sockets closed by the server during the run", "conns", "closed_by_server", "0",
+     "zero", None),
+    ("T9 backend round trip to one station p99", "ms", "probe_p99", "<= 100 ms",
+     ("max", 100), "traffic"),
+    ("T9 backend round trips unanswered", "calls", "probe_lost", "0", "zero", "traffic"),
+    ("T9 reconnect storm, all in (remembered)", "s", "storm_s", "<= 60 s, 0 failed",
+     ("storm", 60, "storm_failed"), "storm"),
+    ("T9 storm failed attempts (remembered)", "conns", "storm_failed", "0", "zero", "storm"),
+    ("T9 storm after restart, all in", "s", "cold_s", "<= 120 s, 0 failed",
+     ("storm", 120, "cold_failed"), "cold"),
+    ("T9 storm failed attempts (after restart)", "conns", "cold_failed", "0", "zero", "cold"),
+    ("T9 past-capacity refusal 1013/503 counted in /metrics", "", "capacity_refusal",
+     "exists", "true", None),
+    ("T9 load generator CPU, busiest process, worst phase", "% core", "generator_max_pct",
+     "<= 90% (else run invalid)", ("max", GENERATOR_LIMIT_PCT), None),
+)  # fmt: skip
+
+
+def check(rule, value, result: dict, n: int):
+    """Pass/fail of one figure (None: info row or no figure)."""
+    if rule is None or value is None:
+        return None
+    if rule == "all":
+        return value == n
+    if rule == "zero":
+        return value == 0
+    if rule == "true":
+        return bool(value)
+    if rule[0] == "max":
+        return value <= rule[1]
+    if rule[0] == "storm":
+        return value <= rule[1] and result.get(rule[2]) == 0
+    raise ValueError(rule)
+
+
+def generator_ok(result: dict, phase: str | None) -> bool:
+    """Whether the generator stayed under its limit in the phase a figure comes from."""
+    if phase is None:
+        return True
+    pct = (result.get("generator_pct") or {}).get(phase)
+    return pct is None or pct <= GENERATOR_LIMIT_PCT
+
+
+def rows(servers: dict, n: int) -> list[dict]:
+    """One row per figure: target, and per server its value and pass ("invalid" when the load
+    generator was saturated in the phase the figure comes from)."""
+    out = []
+    for name, unit, key, target, rule, phase in ROWS:
+        row = {"measure": name, "unit": unit, "target": target}
+        for srv in ("bare", "ocppgw"):
+            res = servers.get(srv)
+            v = None if res is None else res.get(key)
+            ok = None if res is None else check(rule, v, res, res.get("stations", n))
+            if ok is not None and not generator_ok(res, phase):
+                ok = "invalid"
+            row[srv], row[f"{srv} pass"] = v, ok
+        out.append(row)
+    return out
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def table(rs: list[dict]) -> str:
+    head = ["measure", "unit", "target", "bare", "bare pass", "ocppgw", "ocppgw pass"]
+    lines = [head] + [[fmt(r.get(h)) for h in head] for r in rs]
+    w = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(line)) + " |" for line in lines]
+    out.insert(1, "|" + "|".join("-" * (x + 2) for x in w) + "|")
+    return "\n".join(out)
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p / 100))]
+
+
+# --- SVG (no matplotlib needed) ----------------------------------------------------------------
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+
+
+def _ticks(lo: float, hi: float, k: int = 5) -> list[float]:
+    """Round tick values from lo to hi, about k of them."""
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / k
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    t, out = 0.0, []
+    while t <= hi + step * 1e-9:
+        if t >= lo - step * 1e-9:
+            out.append(round(t, 6))
+        t += step
+    return out
+
+
+def svg_plot(
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: dict,
+    hlines: dict | None = None,
+    w: int = 640,
+    h: int = 400,
+) -> str:
+    """A line plot as an SVG document. series: {label: [(x, y), ...]}; hlines: {label: y}."""
+    pts = [p for s in series.values() for p in s]
+    xs = [p[0] for p in pts] or [0, 1]
+    ys = [p[1] for p in pts] + list((hlines or {}).values()) or [0, 1]
+    x0, x1 = 0.0, max(xs) or 1.0
+    y0, y1 = 0.0, (max(ys) or 1.0) * 1.05
+    L, R, T, B = 70, 20, 40, 50
+
+    def sx(x):
+        return L + (x - x0) / (x1 - x0) * (w - L - R)
+
+    def sy(y):
+        return h - B - (y - y0) / (y1 - y0) * (h - T - B)
+
+    o = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        f'font-family="sans-serif" font-size="11">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
+        f'<text x="{w / 2}" y="{h - 10}" text-anchor="middle">{xlabel}</text>',
+        f'<text x="15" y="{h / 2}" text-anchor="middle" transform="rotate(-90 15 {h / 2})">'
+        f"{ylabel}</text>",
+    ]
+    for t in _ticks(x0, x1):
+        o.append(f'<line x1="{sx(t):.1f}" y1="{T}" x2="{sx(t):.1f}" y2="{h - B}" stroke="#eee"/>')
+        o.append(f'<text x="{sx(t):.1f}" y="{h - B + 15}" text-anchor="middle">{t:g}</text>')
+    for t in _ticks(y0, y1):
+        o.append(f'<line x1="{L}" y1="{sy(t):.1f}" x2="{w - R}" y2="{sy(t):.1f}" stroke="#eee"/>')
+        o.append(f'<text x="{L - 5}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
+    o.append(
+        f'<rect x="{L}" y="{T}" width="{w - L - R}" height="{h - T - B}" fill="none" '
+        'stroke="black"/>'
+    )
+    for k, (label, s) in enumerate(series.items()):
+        c = COLORS[k % len(COLORS)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
+        o.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"/>')
+        o.append(f'<text x="{L + 10}" y="{T + 15 + 14 * k}" fill="{c}">{label}</text>')
+    for label, y in (hlines or {}).items():
+        o.append(
+            f'<line x1="{L}" y1="{sy(y):.1f}" x2="{w - R}" y2="{sy(y):.1f}" stroke="red" '
+            'stroke-dasharray="4 3"/>'
+        )
+        o.append(
+            f'<text x="{w - R - 5}" y="{sy(y) - 4:.1f}" text-anchor="end" fill="red">{label}</text>'
+        )
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
+def write_plots(servers: dict, out: Path, stem: str) -> list[Path]:
+    """RSS and CPU against connected stations, and the storms (connected over time)."""
+    files = []
+    spec = (
+        (
+            "rss",
+            "RSS against connected stations",
+            "MiB",
+            lambda s: [(p["connected"], p["rss"] / MIB) for p in s.get("connect_samples", [])],
+            {"target 2 GiB": 2048},
+        ),
+        (
+            "cpu",
+            "CPU while connecting, against connected stations",
+            "% of one core",
+            lambda s: [(p["connected"], p["cpu_pct"]) for p in s.get("connect_samples", [])],
+            None,
+        ),
+    )
+    for key, title, ylabel, pick, hl in spec:
+        series = {name: pick(res) for name, res in servers.items()}
+        path = out / f"{stem}-{key}.svg"
+        path.write_text(svg_plot(title, "connected stations", ylabel, series, hl))
+        files.append(path)
+    series = {}
+    for name, res in servers.items():
+        for phase, label in (("storm_samples", "remembered"), ("cold_samples", "after restart")):
+            s = res.get(phase) or []
+            if s:
+                series[f"{name} {label}"] = [(p["t"], p["connected"]) for p in s]
+    path = out / f"{stem}-storm.svg"
+    path.write_text(
+        svg_plot(
+            "Reconnect storm: connected over time", "s since the drop", "connected stations", series
+        )
+    )
+    files.append(path)
+    return files
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+class Probe(threading.Thread):
+    """Backend round trips to one station: a Reset CALL every PROBE_EVERY_S, reply matched."""
+
+    def __init__(self, host: str, port: int, cid: str) -> None:
+        super().__init__(daemon=True)
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.cid, self.rtts, self.out, self.lost, self.seq = cid, [], {}, 0, 0
+        self.stop_ev, self.lock = threading.Event(), threading.Lock()
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"scale-probe-{os.getpid()}")
+        self.c.on_message = self.on_message
+        self.c.connect(host, port)
+        # paho leaves Nagle on: a CALL written while the previous segment is unacknowledged
+        # would wait for the broker's delayed ACK (~40 ms)
+        self.c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.c.subscribe(f"ocpp/cp/Reply/{cid}", qos=1)
+        self.c.loop_start()
+
+    def on_message(self, _c, _u, msg) -> None:
+        now = time.monotonic_ns()
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            uid = json.loads(msg.payload)["UniqueId"]
+            with self.lock:
+                t = self.out.pop(uid, None)
+            if t is not None:
+                self.rtts.append((now - t) / 1e6)
+
+    def run(self) -> None:
+        while not self.stop_ev.wait(PROBE_EVERY_S):
+            self.seq += 1
+            uid = f"probe{self.seq}"
+            env = {
+                "MessageTypeId": 2,
+                "UniqueId": uid,
+                "Action": "Reset",
+                "Payload": {"type": "Soft"},
+            }
+            with self.lock:
+                self.out[uid] = time.monotonic_ns()
+            self.c.publish(f"ocpp/cs/{self.cid}/Reset", json.dumps(env), qos=1)
+
+    def finish(self) -> dict:
+        self.stop_ev.set()
+        self.join()
+        time.sleep(3)  # the last replies
+        self.c.loop_stop()
+        with self.lock:
+            self.lost = len(self.out)
+        return {
+            "sent": self.seq,
+            "p50": percentile(self.rtts, 50),
+            "p99": percentile(self.rtts, 99),
+            "max": max(self.rtts, default=None),
+            "lost": self.lost,
+        }
+
+
+FD_MARGIN = 1024  # descriptors a process needs besides its station sockets
+
+
+def plan(n: int, nofile: int, workers: int, processes: int) -> dict:
+    """Fit the run in the per-process fd limit (a sandbox may cap the hard limit, e.g. 20,000
+    without CAP_SYS_RESOURCE): enough load generator workers and gateway processes for n
+    sockets, and the stations a one-process baseline can hold."""
+    per = max(1, nofile - FD_MARGIN)
+    return {
+        "per_process": per,
+        "workers": max(workers, math.ceil(n / per)),
+        "processes": max(processes, math.ceil(n / per)),
+        "bare_stations": min(n, per),
+    }
+
+
+def raise_nofile(want: int) -> int:
+    """This process's fd limit (inherited by the servers and generators it starts)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def collect(lg, final: str, timeout: float, srv_pid: int, run) -> tuple[dict, list]:
+    """Wait for `final`, sampling the server (RSS, CPU) at each progress event, >= 1 s apart."""
+    samples, deadline = [], time.monotonic() + timeout
+    t0 = last_t = time.monotonic()
+    last_c = run.cpu_s(srv_pid)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {final} within {timeout} s")
+        try:
+            ev = lg.events.get(timeout=min(left, 1))
+        except queue.Empty:
+            continue
+        if ev.get("event") == final:
+            return ev, samples
+        if ev.get("event") == "exit":
+            raise RuntimeError(f"load generator ended before {final}, see {lg.log.name}")
+        if ev.get("event") == "progress" and time.monotonic() - last_t >= 1.0:
+            now, c = time.monotonic(), run.cpu_s(srv_pid)
+            samples.append(
+                {
+                    "t": round(now - t0, 2),
+                    "connected": ev["connected"],
+                    "rss": run.rss(srv_pid),
+                    "cpu_pct": round((c - last_c) / (now - last_t) * 100, 1),
+                }
+            )
+            last_t, last_c = now, c
+
+
+def capacity_refusal() -> bool:
+    """Whether the gateway refuses past capacity with 1013/503 and counts it (a label in
+    stations/refusals' vocabulary that the consumer turns into 1013/503)."""
+    root = Path(__file__).resolve().parent.parent / "stations"
+    text = " ".join(p.read_text() for p in root.glob("*.py"))
+    return 'Refusal("capacity"' in text or "Refusal('capacity'" in text
+
+
+def metrics_refusals(port: int) -> dict:
+    """ocppgw_auth_refusals_total by reason, from /metrics."""
+    out = {}
+    with contextlib.suppress(OSError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("ocppgw_auth_refusals_total{"):
+                    label, v = line.rsplit(" ", 1)
+                    out[label.split('"')[1]] = float(v)
+    return out
+
+
+def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl: dict) -> dict:
+    """One server through every T9 phase."""
+    res = {"name": name, "stations": n}
+    gen_pct: dict = {}
+    res["generator_pct"] = gen_pct
+    processes = pl["processes"] if name == "ocppgw" else 1
+    res["processes"] = processes
+    srv.start(port, processes)
+    res["settings"] = srv.settings()
+    argv = [
+        "scale_loadgen.py",
+        "--url",
+        f"ws://127.0.0.1:{port}/ocpp/",
+        "-n",
+        str(n),
+        "--workers",
+        str(pl["workers"]),
+        "--prefix",
+        run.PREFIX,
+        "--password",
+        SCALE_PASSWORD,
+        "--per-station-rate",
+        str(args.scale_rate),
+    ]
+    lg = run.Child(f"scale-loadgen-{name}", argv, logs)
+    try:
+        ready = lg.expect("ready", 60)
+        res["generator_nofile"], res["source_addresses"] = ready["nofile"], ready["addresses"]
+        rss0 = run.rss(srv.pid)
+        print(f"[{name}] connecting {n} stations", flush=True)
+        lg.send("connect")
+        conn, res["connect_samples"] = collect(lg, "connected", 1200, srv.pid, run)
+        gen_pct["connect"] = conn.get("cpu_pct_max_worker")
+        res["connected"] = conn["connected"]
+        res["connect_s"] = round(conn["t_last"] - conn["t_start"], 1)
+        res["connect_errors"] = conn.get("errors", {})
+        failed = sum(conn.get("errors", {}).values())
+        res["refused"] = sum(conn.get("refused", {}).values())
+        res["rss_before"] = rss0
+        time.sleep(5)  # per-connection start-up work settles
+        res["rss_connected"] = run.rss(srv.pid)
+        print(
+            f"[{name}] {conn['connected']} in after {res['connect_s']} s; idle {args.scale_idle} s",
+            flush=True,
+        )
+        c0, w0 = run.cpu_s(srv.pid), time.monotonic()
+        g0 = run.cpu_s(lg.p.pid)
+        time.sleep(args.scale_idle)
+        c1, w1 = run.cpu_s(srv.pid), time.monotonic()
+        res["idle_cpu_pct"] = round((c1 - c0) / (w1 - w0) * 100, 1)
+        # whole generator tree over the idle window (it only answers pings)
+        gen_pct["idle"] = round((run.cpu_s(lg.p.pid) - g0) / (w1 - w0) * 100, 1)
+        # traffic
+        tag = f"s{time.time_ns() // 1_000_000 % 10**7:07d}:"
+        b = run.Bench(args, broker, logs)
+        counter = b.counter(tag=tag)
+        probe = Probe(broker.host, broker.port, f"{run.PREFIX}00000")
+        probe.start()
+        sampler = run.Sampler(srv.pid)
+        print(
+            f"[{name}] traffic {n * args.scale_rate:g} msg/s for {args.scale_duration} s",
+            flush=True,
+        )
+        c0, w0 = run.cpu_s(srv.pid), time.monotonic()
+        lg.send(f"traffic {args.scale_duration} {tag}")
+        done = lg.expect("done", args.scale_duration + 300)
+        c1, w1 = run.cpu_s(srv.pid), time.monotonic()
+        pr = probe.finish()
+        counter.send(f"stop {done['sent']}")
+        rep = counter.expect("report", 120)
+        counter.stop()
+        res["rss_peak_mib"] = round(sampler.stop() / MIB, 1)
+        gen_pct["traffic"] = done.get("cpu_pct_max_worker")
+        res["offered"] = round(n * args.scale_rate, 1)
+        res["sent"] = done["sent"]
+        res["published"] = rep["kinds"].get("call", 0)
+        res["lost"] = max(0, done["sent"] - res["published"])
+        failed += done.get("send_errors", 0)
+        res["latency_p50"] = rep["latency_ms"]["p50"]
+        res["latency_p99"] = rep["latency_ms"]["p99"]
+        res["traffic_cpu_pct"] = round((c1 - c0) / (w1 - w0) * 100, 1)
+        res["probe"] = pr
+        res["probe_p99"] = round(pr["p99"], 2) if pr["p99"] is not None else None
+        res["probe_lost"] = pr["lost"] if pr["sent"] else None
+        res["failed"] = failed
+        # storm, passwords remembered
+        print(f"[{name}] storm (remembered)", flush=True)
+        lg.send("storm")
+        st, res["storm_samples"] = collect(lg, "stormed", 900, srv.pid, run)
+        res["closed_by_server"] = sum(st.get("closed_by_server", {}).values()) or 0
+        gen_pct["storm"] = st.get("cpu_pct_max_worker")
+        res["storm_s"] = round(st["t_last"] - st["t_start"], 1)
+        res["storm_failed"] = sum(st["errors"].values()) + (n - st["connected"])
+        res["storm_errors"], res["storm_refused"] = st["errors"], st["refused"]
+        res["rss_after_storm_mib"] = round(run.rss(srv.pid) / MIB, 1)
+        # restart, nothing remembered
+        print(f"[{name}] restart, storm (nothing remembered)", flush=True)
+        srv.stop()
+        srv.start(port, processes)
+        lg.send("storm")
+        st, res["cold_samples"] = collect(lg, "stormed", 900, srv.pid, run)
+        gen_pct["cold"] = st.get("cpu_pct_max_worker")
+        res["cold_s"] = round(st["t_last"] - st["t_start"], 1)
+        res["cold_failed"] = sum(st["errors"].values()) + (n - st["connected"])
+        res["cold_errors"], res["cold_refused"] = st["errors"], st["refused"]
+        if name == "ocppgw":
+            res["metrics_refusals"] = metrics_refusals(port)
+            res["capacity_refusal"] = capacity_refusal()
+        lg.send("close")
+        with contextlib.suppress(Exception):
+            lg.expect("closed", 120)
+    finally:
+        lg.stop()
+        srv.stop()
+    res["generator_max_pct"] = max((v for v in gen_pct.values() if v is not None), default=None)
+    return res
+
+
+SCALE_PASSWORD = "bench-scale-secret"
+
+# One hash for every station (the same password, so 50,000 stations are created in seconds
+# instead of ~4 CPU-minutes of PBKDF2); the gateway still verifies each station's password.
+CREATE_SCALE_STATIONS = """
+import time
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from stations import auth, identity
+from stations.models import Station
+N, PREFIX, PW = {n}, {prefix!r}, {pw!r}
+t = time.monotonic()
+cids = [f"{{PREFIX}}{{i:05d}}" for i in range(N)]
+User = get_user_model()
+h = make_password(PW, hasher=auth.STATION_HASHER)
+User.objects.bulk_create([User(username=c, password=h) for c in cids], batch_size=5000)
+ids = dict(User.objects.filter(username__in=cids).values_list("username", "id"))
+Station.objects.bulk_create(
+    [Station(cid=c, cid_key=identity.key(c), user_id=ids[c]) for c in cids], batch_size=5000
+)
+print(f"created {{N}} stations in {{time.monotonic() - t:.1f}} s")
+"""
+
+
+def main(run, args) -> None:
+    """The whole scale run: bare, then ocppgw; table, JSON and SVG plots under bench/results/."""
+    import gateway as gw
+
+    n = args.scale_stations
+    started = time.strftime("%Y%m%d-%H%M%S")
+    run.RESULTS.mkdir(exist_ok=True)
+    logs = run.RESULTS / f"scale-{started}-logs"
+    logs.mkdir()
+    nofile = raise_nofile(2 * n + 16384)
+    pl = plan(n, nofile, args.scale_workers, args.scale_processes)
+    broker = run.Broker(logs, args.mqtt_url)
+    data = {
+        "started": started,
+        "options": vars(args),
+        "nofile": nofile,
+        "plan": pl,
+        "machine": {"cpus": os.cpu_count(), "python": os.sys.version.split()[0]},
+        "servers": {},
+    }
+    t_start = time.monotonic()
+    try:
+        if args.only in (None, "bare"):
+            print(f"== bare, {pl['bare_stations']} stations", flush=True)
+            data["servers"]["bare"] = measure(
+                run,
+                run.Bare(logs, broker),
+                "bare",
+                args,
+                broker,
+                logs,
+                run.free_port(),
+                pl["bare_stations"],
+                pl,
+            )
+        if args.only in (None, "ocppgw"):
+            print(f"== ocppgw, {n} stations", flush=True)
+            g = gw.Gateway(logs, broker.url, args.db, args.redis_url)
+            g.create_stations_code = CREATE_SCALE_STATIONS.format(
+                n=n, prefix=run.PREFIX, pw=SCALE_PASSWORD
+            )
+            print("  " + g.prepare(n, run.PREFIX), flush=True)
+            data["servers"]["ocppgw"] = measure(
+                run, g, "ocppgw", args, broker, logs, run.free_port(), n, pl
+            )
+    finally:
+        broker.stop()
+    data["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    data["table"] = rows(data["servers"], n)
+    data["plots"] = [p.name for p in write_plots(data["servers"], run.RESULTS, f"scale-{started}")]
+    (run.RESULTS / f"scale-{started}.json").write_text(json.dumps(data, indent=1))
+    print()
+    print(table(data["table"]))
+    print(
+        f"\n{n} stations, {args.scale_duration} s traffic at {args.scale_rate} msg/s each; "
+        f"elapsed {data['elapsed_s']} s; fd limit {nofile} per process; plan {pl}"
+    )
+    for name, res in data["servers"].items():
+        print(
+            f"{name}: {json.dumps(res.get('settings', {}))}; generator CPU by phase "
+            f"{res.get('generator_pct')}; storm errors {res.get('storm_errors')}, "
+            f"after restart {res.get('cold_errors')}; /metrics refusals "
+            f"{res.get('metrics_refusals')}"
+        )
+    print(f"results: {run.RESULTS / ('scale-' + started + '.json')}; plots: {data['plots']}")
