@@ -11,7 +11,9 @@ per phase; a phase where one of its processes used more than 90% of a core is ma
 The pure parts (rows, pass/fail, SVG plots) are unit-tested in tests/test_bench_scale.py.
 """
 
+import base64
 import contextlib
+import copy
 import json
 import math
 import os
@@ -367,12 +369,41 @@ def collect(lg, final: str, timeout: float, srv_pid: int, run) -> tuple[dict, li
             last_t, last_c = now, c
 
 
-def capacity_refusal() -> bool:
-    """Whether the gateway refuses past capacity with 1013/503 and counts it (a label in
-    stations/refusals' vocabulary that the consumer turns into 1013/503)."""
-    root = Path(__file__).resolve().parent.parent / "stations"
-    text = " ".join(p.read_text() for p in root.glob("*.py"))
-    return 'Refusal("capacity"' in text or "Refusal('capacity'" in text
+def capacity_refusal(g, run, port: int) -> dict:
+    """Past capacity as a station sees it: ocppgw (one process, same database, no Redis) with
+    OCPPGW_MAX_STATIONS=1 holds station 0; station 1 must get HTTP 503 with Retry-After, and
+    /metrics must count it as ocppgw_auth_refusals_total{reason="capacity"}."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    probe = copy.copy(g)
+    probe.env = {**g.env, "OCPPGW_MAX_STATIONS": "1", "REDIS_URL": ""}
+    out = {"status": None, "retry_after": None, "counted": 0.0, "ok": False}
+
+    def open_(i: int):
+        cid = f"{run.PREFIX}{i:05d}"
+        token = base64.b64encode(f"{cid}:{SCALE_PASSWORD}".encode()).decode()
+        return connect(
+            f"ws://127.0.0.1:{port}/ocpp/{cid}",
+            subprotocols=["ocpp1.6"],
+            additional_headers={"Authorization": f"Basic {token}"},
+            open_timeout=30,
+        )
+
+    probe.start(port, 1)
+    try:
+        with open_(0):
+            try:
+                open_(1).close()
+                out["status"] = 101
+            except InvalidStatus as exc:
+                out["status"] = exc.response.status_code
+                out["retry_after"] = exc.response.headers.get("Retry-After")
+            out["counted"] = metrics_refusals(port).get("capacity", 0.0)
+    finally:
+        probe.stop()
+    out["ok"] = out["status"] == 503 and bool(out["retry_after"]) and out["counted"] >= 1
+    return out
 
 
 def metrics_refusals(port: int) -> dict:
@@ -494,13 +525,15 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         res["cold_errors"], res["cold_refused"] = st["errors"], st["refused"]
         if name == "ocppgw":
             res["metrics_refusals"] = metrics_refusals(port)
-            res["capacity_refusal"] = capacity_refusal()
         lg.send("close")
         with contextlib.suppress(Exception):
             lg.expect("closed", 120)
     finally:
         lg.stop()
         srv.stop()
+    if name == "ocppgw":
+        res["capacity_probe"] = capacity_refusal(srv, run, port)
+        res["capacity_refusal"] = res["capacity_probe"]["ok"]
     res["generator_max_pct"] = max((v for v in gen_pct.values() if v is not None), default=None)
     return res
 

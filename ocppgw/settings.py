@@ -170,6 +170,12 @@ OCPPGW_AUTH = cfg.choice("OCPPGW_AUTH", "basic", ["basic", "none"])
 OCPPGW_AUTH_CACHE_TTL_S = cfg.int("OCPPGW_AUTH_CACHE_TTL_S", 3600, min_value=0)
 # uncached password checks running at once (each one is a CPU-bound hash)
 OCPPGW_AUTH_CONCURRENCY = cfg.int("OCPPGW_AUTH_CONCURRENCY", 4, min_value=1)
+# handshakes per process waiting for a password check; past it: HTTP 503 (0 = no bound)
+OCPPGW_MAX_PENDING_HANDSHAKES = cfg.int("OCPPGW_MAX_PENDING_HANDSHAKES", 1000, min_value=0)
+# stations held per process; past it: HTTP 503 (0 = what the process's fd limit allows)
+OCPPGW_MAX_STATIONS = cfg.int("OCPPGW_MAX_STATIONS", 0, min_value=0)
+# Retry-After of a capacity refusal, seconds; each refusal says 1-2x this (retries spread)
+OCPPGW_RETRY_AFTER_S = cfg.int("OCPPGW_RETRY_AFTER_S", 10, min_value=1)
 # failed attempts per (cid, address) per minute before further attempts are refused unchecked
 OCPPGW_AUTH_FAILURES_PER_MIN = cfg.int("OCPPGW_AUTH_FAILURES_PER_MIN", 10, min_value=1)
 # largest inbound frame, bytes; real NotifyReport/certificate frames reach hundreds of KiB

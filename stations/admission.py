@@ -44,6 +44,11 @@ async def admit(gw, scope) -> Refused | Admitted:
     cid_key = identity.key(cid)
     if not gw.accepting:
         return Refused(Refusal("not_accepting", "gateway not accepting: broker unavailable"), cid)
+    # held here plus the other handshakes in progress (this one is in gw.handshaking too); a
+    # station held here is never refused: its new connection replaces the old one
+    if len(gw.registry) + gw.handshaking > gw.max_stations and cid_key not in gw.registry:
+        full = f"gateway full ({gw.max_stations} stations per process): retry later"
+        return Refused(Refusal("capacity", full), cid, known=False)
     headers = dict(scope.get("headers") or [])
     client_ip = (scope.get("client") or [None])[0]
     tls, subject, address = proxy.transport(client_ip, headers, tuple(s.OCPPGW_TRUSTED_PROXIES))

@@ -2,18 +2,21 @@
 
 connect -> admission.admit(); receive -> Conversation.on_text(); disconnect -> finish(). Nothing
 else calls into it: the gateway holds the conversation, which writes to the socket through
-ocppgw.edge.socket. Refusing before `accept()` makes Daphne answer HTTP 403 (it cannot send 401).
+ocppgw.edge.socket. Refusing before `accept()` makes Daphne answer HTTP 403 (it cannot send 401);
+a retryable refusal (refusals.RETRYABLE) closes with 1013 before `accept()`, which ocppgw/edge
+answers HTTP 503 with Retry-After.
 """
 
 import asyncio
 import logging
+import random
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ocppgw.edge.socket import SocketWriter, backlog
-from stations import admission, identity, metrics
+from stations import admission, identity, metrics, refusals
 from stations.conversation import Conversation
 from stations.gateway import get_gateway
 
@@ -53,7 +56,21 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         gw = self.gw = get_gateway()
+        gw.handshaking += 1  # counted against capacity until held or refused (admission.py)
+        try:
+            await self._connect(gw)
+        finally:
+            gw.handshaking -= 1
+
+    async def _connect(self, gw):
         verdict = await admission.admit(gw, self.scope)
+        if isinstance(verdict, admission.Refused) and refusals.retryable(verdict.reason):
+            log.info("refused %r: %s", verdict.cid, verdict.reason)
+            metrics.refused(verdict.reason)
+            after = gw.settings.OCPPGW_RETRY_AFTER_S
+            # a random 1-2x: stations refused together do not all come back together
+            close = {"type": "websocket.close", "code": 1013, "reason": verdict.reason}
+            return await self.base_send(close | {"retry_after": random.randint(after, 2 * after)})
         if isinstance(verdict, admission.Refused):
             log.warning("refused %r: %s", verdict.cid, verdict.reason)
             metrics.refused(verdict.reason)

@@ -28,6 +28,8 @@ class Gatekeeper:
         self.auth_slots = asyncio.Semaphore(s.OCPPGW_AUTH_CONCURRENCY)
         self.failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN)
         self.address_failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN * 10)
+        self.max_pending = s.OCPPGW_MAX_PENDING_HANDSHAKES
+        self.pending = 0  # handshakes queued for, or in, an uncached password check
 
     async def authenticate(self, cid_key: str, header: bytes | None, address: str | None):
         """(Credentials, None) when the station may connect, else (None, reason)."""
@@ -49,11 +51,16 @@ class Gatekeeper:
             address, now
         ):
             return None, Refusal("rate_limited", "too many failed attempts: try again in a minute")
+        if self.max_pending and self.pending >= self.max_pending:
+            # a storm past what the hash threads clear in time is told to come back later at
+            # once, rather than waiting tens of seconds in the queue (docs/contract.md §1)
+            return None, Refusal("auth_backlog", "too many handshakes waiting: retry later")
         # counted as failed before the check, so parallel guesses at one station cannot all slip
         # under its limit while their checks run; a success takes its attempt back. The
         # per-address count records only real failures: a reconnect storm of many stations from
         # one address (NAT, a restart) must not refuse itself
         self.failures.record((cid_key, address), now)
+        self.pending += 1
         try:
             async with self.auth_slots:
                 credentials, reason = await sync_to_async(_check, thread_sensitive=False)(
@@ -66,6 +73,8 @@ class Gatekeeper:
                 return stale, None  # stale-if-error: the database is away, this was verified
             log.warning("cannot check %s: database unavailable (%s)", cid_key, exc)
             return None, Refusal("database_unavailable", "database unavailable")
+        finally:
+            self.pending -= 1
         if reason:
             self.address_failures.record(address, now)
             return None, reason

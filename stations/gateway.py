@@ -10,6 +10,7 @@ import asyncio
 import datetime
 import logging
 import os
+import resource
 import socket
 import time
 
@@ -23,7 +24,7 @@ from stations.dbthread import DbThread
 from stations.gatekeeper import Gatekeeper
 from stations.housekeeping import Housekeeping
 from stations.inbox import Inbox
-from stations.limits import TokenBucket
+from stations.limits import TokenBucket, station_limit
 from stations.live import LiveFeed
 from stations.msglog import Writer
 from stations.policy import ValidationPolicy
@@ -68,6 +69,9 @@ class Gateway:
         self.writer.on_flushed = self.live.flushed
         self.gatekeeper = Gatekeeper(s)
         self.accepting = True  # false after the broker grace period, and while shutting down
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_stations = station_limit(s.OCPPGW_MAX_STATIONS, nofile)
+        self.handshaking = 0  # WebSocket handshakes in the consumer, not yet held or refused
         self.inbox = Inbox(self)
         self.housekeeping = Housekeeping(self)
         self._node_topic = f"ocpp/gw/nodes/{self.node}"

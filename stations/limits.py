@@ -65,3 +65,19 @@ class FailureCounter:
         hits = self._hits.get(key)
         if hits:
             hits.pop()
+
+
+# sockets a gateway process keeps beyond the stations it holds: handshakes in progress (up to
+# OCPPGW_MAX_PENDING_HANDSHAKES waiting for a password check, more in Twisted), the broker,
+# database and Redis connections, log files, the admin port
+FD_RESERVE = 2048
+
+
+def station_limit(configured: int, nofile: int) -> int:
+    """Stations one process may hold: `configured` (0 = no limit of its own), never more than
+    its fd limit leaves after FD_RESERVE. Past the fd limit Twisted cannot accept(): stations
+    would wait in the listen backlog until they time out, a hang instead of a retryable refusal
+    (docs/contract.md §1). Half the fd limit at least, for a small limit (1024 is a common soft
+    limit; rungateway raises the soft limit to the hard one at start)."""
+    by_fds = max(nofile - FD_RESERVE, nofile // 2)
+    return min(configured, by_fds) if configured else by_fds

@@ -18,3 +18,14 @@ class Refusal(str):
 def label_of(reason: str) -> str:
     """The metric label of a refusal; "other" for a plain string."""
     return getattr(reason, "label", "other")
+
+
+# Refusals that say "not now" rather than "not you": the gateway is full or its password checks
+# are queued past their bound. They are answered HTTP 503 with Retry-After before the upgrade
+# (docs/contract.md §1), every other refusal with 403.
+RETRYABLE = frozenset({"capacity", "auth_backlog"})
+
+
+def retryable(reason: str) -> bool:
+    """Whether a refusal is a retryable one (HTTP 503 + Retry-After, never written to the log)."""
+    return label_of(reason) in RETRYABLE

@@ -50,3 +50,12 @@ def test_failure_counter_memory_is_bounded():
         failures.record(("cp", i), 0.0)
     assert len(failures._hits) <= 10
     assert failures.blocked(("cp", 99), 1.0)
+
+
+def test_station_limit_keeps_fds_for_everything_else_and_caps_a_configured_limit():
+    from stations.limits import FD_RESERVE, station_limit
+
+    assert station_limit(0, 1_048_576) == 1_048_576 - FD_RESERVE  # 0: what the fds allow
+    assert station_limit(30_000, 1_048_576) == 30_000
+    assert station_limit(30_000, 20_000) == 20_000 - FD_RESERVE  # never past EMFILE
+    assert station_limit(0, 1024) == 512  # a small soft limit still admits stations

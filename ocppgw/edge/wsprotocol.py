@@ -100,7 +100,18 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
         # Daphne drops the ASGI close reason; stations and tests rely on it ("replaced by ...")
         if message.get("type") == "websocket.close":
             self._close_reason = (message.get("reason") or "")[:120] or None
+            if message.get("code") == 1013 and self.state == self.STATE_CONNECTING:
+                # "try again later" before the upgrade: Daphne would answer 403 (its
+                # serverReject); the station is told 503 and when to retry (docs/contract.md §1)
+                self._retry_after = int(message.get("retry_after") or 10)
         super().handle_reply(message)
+
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        retry_after = getattr(self, "_retry_after", None)
+        if retry_after is not None and code == 403:  # Daphne's serverReject of a 1013 close
+            code, reason = 503, "Service Unavailable"
+            responseHeaders = [*(responseHeaders or []), ("Retry-After", str(retry_after))]
+        super().failHandshake(reason, code, responseHeaders)
 
     def serverClose(self, code=None):
         # autobahn's sendClose() takes only 1000 and 3000-4999 from an application and raises on
