@@ -70,6 +70,7 @@ class Gateway:
         self.gatekeeper = Gatekeeper(s)
         self.accepting = True  # false after the broker grace period, and while shutting down
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        nofile = 2**31 if nofile == resource.RLIM_INFINITY else nofile  # no fd limit
         self.max_stations = station_limit(s.OCPPGW_MAX_STATIONS, nofile)
         self.handshaking = 0  # WebSocket handshakes in the consumer, not yet held or refused
         self.inbox = Inbox(self)

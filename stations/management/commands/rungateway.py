@@ -5,6 +5,7 @@ The command line only: one process runs on Daphne through `ocppgw.edge.serve`; `
 """
 
 import argparse
+import contextlib
 import os
 
 from django.conf import settings
@@ -46,6 +47,7 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, admin_port, processes, embedded_broker, fd, admin_fd, **o):
         if processes < 1:
             raise CommandError("--processes must be at least 1")
+        raise_fd_limit()  # before the children start: they inherit it
         if processes > 1:
             if not settings.REDIS_URL:
                 raise CommandError(
@@ -92,3 +94,15 @@ class Command(BaseCommand):
         embedded_broker.start_in_thread("127.0.0.1", 1883)
         settings.OCPPGW_MQTT_PROTOCOL = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
         self.stdout.write("started an embedded MQTT broker on 127.0.0.1:1883 (laptop use only)")
+
+
+def raise_fd_limit() -> None:
+    """Soft fd limit up to the hard one: every station is a socket, and a common soft limit of
+    1,024 would cap a process (OCPPGW_MAX_STATIONS=0, stations/limits.py) far below the
+    stations docs/performance.md targets; the hard limit is the operator's to set."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard and hard != resource.RLIM_INFINITY:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
