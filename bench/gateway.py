@@ -116,10 +116,27 @@ class Gateway:
             path.unlink(missing_ok=True)
             self.env["DATABASE_URL"] = f"sqlite:///{path}"
         self._manage(["migrate", "--noinput", "-v0"], timeout=300)
+        self.forget_verified()
         code = self.create_stations_code or CREATE_STATIONS.format(
             n=n_stations, prefix=prefix, pw=PASSWORD
         )
         return self._manage(["shell", "-c", code], timeout=600).strip()
+
+    def forget_verified(self) -> int:
+        """Delete the verifications the gateway remembers in Redis (stations/auth.py,
+        SharedCredentialCache): a fresh database must not meet a previous run's, and a storm
+        "after a restart" is cold only without them."""
+        url = self.env.get("REDIS_URL")
+        if not url:
+            return 0
+        import redis
+
+        client = redis.from_url(url)
+        keys = list(client.scan_iter("ocppgw:auth:*", count=10000))
+        for i in range(0, len(keys), 5000):
+            client.delete(*keys[i : i + 5000])
+        client.close()
+        return len(keys)
 
     def _manage(self, argv: list[str], timeout: float) -> str:
         r = subprocess.run(

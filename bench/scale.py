@@ -516,6 +516,8 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         # restart, nothing remembered
         print(f"[{name}] restart, storm (nothing remembered)", flush=True)
         srv.stop()
+        if name == "ocppgw":
+            srv.forget_verified()  # nothing remembered: not in Redis either
         srv.start(port, processes)
         lg.send("storm")
         st, res["cold_samples"] = collect(lg, "stormed", 900, srv.pid, run)

@@ -168,6 +168,8 @@ OCPPGW_SUBPROTOCOL_ALIASES = cfg.parsed("OCPPGW_SUBPROTOCOL_ALIASES", {}, parse_
 OCPPGW_AUTH = cfg.choice("OCPPGW_AUTH", "basic", ["basic", "none"])
 # seconds a verified station password stays remembered in memory
 OCPPGW_AUTH_CACHE_TTL_S = cfg.int("OCPPGW_AUTH_CACHE_TTL_S", 3600, min_value=0)
+# remember verified passwords in Redis for every process too (REDIS_URL set; keyed by an HMAC)
+OCPPGW_AUTH_SHARED_CACHE = cfg.bool("OCPPGW_AUTH_SHARED_CACHE", True)
 # uncached password checks running at once (each one is a CPU-bound hash)
 OCPPGW_AUTH_CONCURRENCY = cfg.int("OCPPGW_AUTH_CONCURRENCY", 4, min_value=1)
 # handshakes per process waiting for a password check; past it: HTTP 503 (0 = no bound)

@@ -13,6 +13,8 @@ import hmac
 import time
 from dataclasses import dataclass
 
+import orjson
+
 from stations.refusals import Refusal
 
 STATION_HASHER = "pbkdf2_sha256_station"
@@ -153,3 +155,104 @@ def load_credentials(cid_key: str) -> Credentials | None:
     return Credentials(
         sid, cid, cid_key, enabled, bool(active), profile, password or "", previous, until, policy
     )
+
+
+SHARED_PREFIX = (
+    "ocppgw:auth:"  # + hex digest -> a verified credential; + "cid:" + cid_key -> its digests
+)
+
+
+def shared_value(credentials: Credentials) -> bytes:
+    """What another process needs of a verified station, without its password hashes."""
+    c = credentials
+    until = c.previous_until.isoformat() if c.previous_until else None
+    return orjson.dumps(
+        [c.station_id, c.cid, c.cid_key, c.enabled, c.user_active, c.security_profile, until,
+         c.validation_policy]
+    )  # fmt: skip
+
+
+def from_shared(value: bytes) -> Credentials:
+    sid, cid, cid_key, enabled, active, profile, until, policy = orjson.loads(value)
+    until = datetime.datetime.fromisoformat(until) if until else None
+    return Credentials(sid, cid, cid_key, enabled, active, profile, "", "", until, policy)
+
+
+class SharedCredentialCache:
+    """Verified passwords remembered in Redis for every gateway process of a node.
+
+    With `rungateway --processes N` a reconnecting station lands on any process, most often not
+    the one that verified it: with only a per-process cache a remembered reconnect storm hashed
+    almost as much as a cold one (bench/README.md, T9). The key is the local cache's HMAC of
+    (cid, password) under a key derived from SECRET_KEY, so Redis never holds the password nor
+    anything that tests a guess without SECRET_KEY; the value holds no password hash. Entries
+    expire with the local TTL and are deleted when the station's credentials change (every
+    process's configuration poll calls forget(), stations/housekeeping.py). Redis away: a miss,
+    never a failure.
+    """
+
+    TIMEOUT_S = 0.5
+
+    def __init__(self, url: str, cache: CredentialCache):
+        self.url, self.cache = url, cache
+        self._redis = None
+        self.hits = self.misses = self.errors = 0
+
+    def _client(self):
+        if self._redis is None:
+            import redis.asyncio as redis
+
+            pool = redis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=8,
+                timeout=self.TIMEOUT_S,
+                socket_connect_timeout=self.TIMEOUT_S,
+                socket_timeout=self.TIMEOUT_S,
+            )
+            self._redis = redis.Redis.from_pool(pool)
+        return self._redis
+
+    def _key(self, cid_key: str, password: str) -> str:
+        return SHARED_PREFIX + self.cache._digest(cid_key, password).hex()
+
+    async def get(self, cid_key: str, password: str) -> Credentials | None:
+        try:
+            value = await self._client().get(self._key(cid_key, password))
+        except Exception:  # Redis away or slow: hash as without it
+            self.errors += 1
+            return None
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        credentials = from_shared(value)
+        return credentials if credentials.cid_key == cid_key else None
+
+    async def put(self, password: str, credentials: Credentials) -> None:
+        ttl = int(self.cache.ttl)
+        if ttl <= 0:
+            return
+        key = self._key(credentials.cid_key, password)
+        index = SHARED_PREFIX + "cid:" + credentials.cid_key
+        try:
+            async with self._client().pipeline(transaction=False) as pipe:
+                pipe.set(key, shared_value(credentials), ex=ttl)
+                pipe.sadd(index, key)
+                pipe.expire(index, ttl)
+                await pipe.execute()
+        except Exception:
+            self.errors += 1
+
+    async def forget(self, cid_key: str) -> None:
+        """Delete every verification of the station remembered by any process."""
+        index = SHARED_PREFIX + "cid:" + cid_key
+        try:
+            client = self._client()
+            keys = await client.smembers(index)
+            await client.delete(index, *keys)
+        except Exception:
+            self.errors += 1
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()

@@ -25,6 +25,9 @@ class Gatekeeper:
 
     def __init__(self, s):
         self.cache = auth.CredentialCache(s.SECRET_KEY, s.OCPPGW_AUTH_CACHE_TTL_S)
+        shared = s.REDIS_URL and s.OCPPGW_AUTH_SHARED_CACHE and s.OCPPGW_AUTH_CACHE_TTL_S > 0
+        self.shared = auth.SharedCredentialCache(s.REDIS_URL, self.cache) if shared else None
+        self._tasks: set[asyncio.Task] = set()
         self.auth_slots = asyncio.Semaphore(s.OCPPGW_AUTH_CONCURRENCY)
         self.failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN)
         self.address_failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN * 10)
@@ -44,6 +47,11 @@ class Gatekeeper:
                 "username_mismatch", "Basic auth username differs from the charge point id"
             )
         cached = self.cache.get(cid_key, password)
+        if cached is None and self.shared is not None:
+            # verified by another process of the node (a reconnect lands on any of them)
+            cached = await self.shared.get(cid_key, password)
+            if cached is not None:
+                self.cache.put(password, cached)
         if cached is not None:
             return cached, None  # a verified credential is never held up by the failure limit
         now = time.monotonic()
@@ -80,7 +88,24 @@ class Gatekeeper:
             return None, reason
         self.failures.clear((cid_key, address))
         self.cache.put(password, credentials)
+        if self.shared is not None:
+            self._spawn(self.shared.put(password, credentials))  # the handshake need not wait
         return credentials, None
+
+    def forget(self, cid_key: str) -> None:
+        """The station's credentials changed: no process may use a remembered verification."""
+        self.cache.forget(cid_key)
+        if self.shared is not None:
+            self._spawn(self.shared.forget(cid_key))
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
+
+    def _spawn(self, job) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._tasks.discard)
 
 
 def _check(cid_key: str, password: str):

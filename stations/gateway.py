@@ -159,7 +159,7 @@ class Gateway:
         return TokenBucket(s.OCPPGW_RATE_PER_S, s.OCPPGW_RATE_BURST, time.monotonic())
 
     def store_password(self, station: StationInfo, secret: str) -> None:
-        self.gatekeeper.cache.forget(station.cid_key)
+        self.gatekeeper.forget(station.cid_key)
         grace = self.settings.OCPPGW_ROTATION_GRACE_S
         task = self.loop.create_task(
             self.db.run(services.rotate_password, station.station_id, secret, grace)
@@ -201,6 +201,7 @@ class Gateway:
                 conversation.finish("gateway shutting down")
         await self.writer.stop()
         await self.cluster.stop()
+        await self.gatekeeper.close()
         for task in self._tasks:
             task.cancel()
         await self.bridge.stop((self._node_topic, self._node_status("offline")))

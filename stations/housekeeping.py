@@ -53,7 +53,7 @@ class Housekeeping:
             gw.registry.resubscribe(rule_set)
         gw.policy = ValidationPolicy(gw.settings.OCPPGW_VALIDATION, exemptions)
         for change in changed:
-            gw.gatekeeper.cache.forget(change.cid_key)
+            gw.gatekeeper.forget(change.cid_key)
             held = gw.registry.get(change.cid_key)
             if held is None:
                 continue

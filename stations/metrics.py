@@ -89,6 +89,10 @@ AUTH_CACHE_HITS = Counter("ocppgw_auth_cache_hits_total", "Remembered password v
 AUTH_CACHE_MISSES = Counter(
     "ocppgw_auth_cache_misses_total", "Password checks that needed the database and a hash"
 )
+AUTH_SHARED_HITS = Counter(
+    "ocppgw_auth_cache_shared_hits_total",
+    "Verifications another gateway process remembered (Redis, OCPPGW_AUTH_SHARED_CACHE)",
+)
 AUTH_REFUSALS = Counter(
     "ocppgw_auth_refusals_total", "Connections refused before the upgrade, by reason", ["reason"]
 )
@@ -173,7 +177,11 @@ def sample(gw, walk_sessions: bool = True) -> None:
     _sync(LOG_DROPPED, "log_dropped", gw.writer.dropped)
     _sync(LOG_FAILURES, "log_failures", gw.writer.failures)
     _sync(AUTH_CACHE_HITS, "auth_hits", gw.gatekeeper.cache.hits)
-    _sync(AUTH_CACHE_MISSES, "auth_misses", gw.gatekeeper.cache.misses)
+    shared = gw.gatekeeper.shared
+    shared_hits = shared.hits if shared is not None else 0
+    _sync(AUTH_SHARED_HITS, "auth_shared_hits", shared_hits)
+    # a local miss that Redis answered needed neither the database nor a hash
+    _sync(AUTH_CACHE_MISSES, "auth_misses", gw.gatekeeper.cache.misses - shared_hits)
 
 
 async def sample_forever(gw) -> None:

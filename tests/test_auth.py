@@ -187,3 +187,67 @@ def test_load_credentials_of_a_disabled_station_with_an_inactive_user():
     creds = auth.load_credentials("offcp1")
     assert not creds.enabled and not creds.user_active
     assert auth.verify(PASSWORD, creds, NOW) == "station disabled"
+
+
+# --- the cache shared by a node's processes (real Redis on 127.0.0.1) ------------------------------
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def shared_pair(secret_key: str):
+    """Two processes' views: each its own local cache, one Redis."""
+    return [
+        auth.SharedCredentialCache(REDIS_URL, CredentialCache(secret_key, ttl_s=60))
+        for _ in range(2)
+    ]
+
+
+async def test_shared_cache_lets_another_process_skip_the_hash_until_credentials_change():
+    import uuid
+
+    import redis.asyncio as redis
+
+    secret = uuid.uuid4().hex  # this test's keys only
+    cid_key = f"shared-{secret[:8]}"
+    a, b = shared_pair(secret)
+    until = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    creds = credentials(cid="Shared", cid_key=cid_key, previous_until=until)
+    try:
+        assert await b.get(cid_key, "right-password-0001") is None
+        await a.put("right-password-0001", creds)
+        seen = await b.get(cid_key, "right-password-0001")
+        # everything admission needs, and neither password hash
+        assert seen == auth.Credentials(
+            creds.station_id, "Shared", cid_key, True, True, 1, "", "", until, ""
+        )
+        assert await b.get(cid_key, "wrong-password-0001") is None
+        assert await b.get(f"{cid_key}-other", "right-password-0001") is None
+        # Redis holds neither the password nor a hash of it under a key anyone could compute
+        client = redis.from_url(REDIS_URL)
+        keys = [k async for k in client.scan_iter(f"{auth.SHARED_PREFIX}*")]
+        mine = [k for k in keys if await client.sismember(f"{auth.SHARED_PREFIX}cid:{cid_key}", k)]
+        assert len(mine) == 1
+        assert 0 < await client.ttl(mine[0]) <= 60
+        stored = await client.get(mine[0])
+        assert b"right-password" not in stored and b"right-password" not in mine[0]
+        assert b"pbkdf2" not in stored
+        other_key = shared_pair("another-secret-key")[0]
+        assert other_key._key(cid_key, "right-password-0001").encode() != mine[0]
+        # the credentials change (any process's poll): no process remembers it any more
+        await b.forget(cid_key)
+        assert await a.get(cid_key, "right-password-0001") is None
+        assert not await client.exists(f"{auth.SHARED_PREFIX}cid:{cid_key}")
+        await client.aclose()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_shared_cache_without_redis_is_a_miss_not_a_failure():
+    gone = auth.SharedCredentialCache(
+        "redis://127.0.0.1:1/0", CredentialCache("secret-key", ttl_s=60)
+    )
+    await gone.put("right-password-0001", credentials())
+    assert await gone.get("cp1", "right-password-0001") is None
+    await gone.forget("cp1")
+    assert gone.errors == 3
+    await gone.close()

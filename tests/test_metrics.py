@@ -89,7 +89,8 @@ def _gateway(**counts):
             rows=[1, 2], written=counts["written"], dropped=counts["log_dropped"], failures=0
         ),
         gatekeeper=types.SimpleNamespace(
-            cache=types.SimpleNamespace(hits=counts["hits"], misses=1)
+            cache=types.SimpleNamespace(hits=counts["hits"], misses=counts.get("misses", 1)),
+            shared=types.SimpleNamespace(hits=counts.get("shared", 0)),
         ),
     )
 
@@ -108,6 +109,15 @@ def test_sample_copies_depths_and_moves_counters_by_their_growth():
     assert value("ocppgw_auth_cache_hits_total") == hits + 5
     metrics.sample(_gateway(dropped=0, written=4, log_dropped=0, hits=0))  # a new Gateway
     assert value("ocppgw_log_rows_written_total") == written + 14
+
+
+def test_a_local_miss_answered_by_redis_is_a_shared_hit_not_a_hash():
+    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0, misses=0))
+    misses = value("ocppgw_auth_cache_misses_total")
+    shared = value("ocppgw_auth_cache_shared_hits_total")
+    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0, misses=10, shared=7))
+    assert value("ocppgw_auth_cache_shared_hits_total") == shared + 7
+    assert value("ocppgw_auth_cache_misses_total") == misses + 3  # hashed: 10 - 7
 
 
 def test_metrics_view_serves_prometheus_text_without_login(client):
