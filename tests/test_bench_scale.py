@@ -174,6 +174,32 @@ def test_profile_layers_charge_stdlib_leaves_to_their_caller():
     assert prof.layer_of("f (threading.py:1)") == "other (stdlib, interpreter)"
 
 
+def test_storm_profile_charges_a_handshake_to_the_code_that_was_entered():
+    prof = pytest.importorskip("profile_storm")
+    db = "execute (psycopg/cursor.py:2)"
+    stacks = {
+        f"w (stations/msglog.py:1);{db}": "presence/log rows",
+        f"c (stations/gatekeeper.py:1);load_credentials (stations/auth.py:9);{db}": (
+            "credential DB load"
+        ),
+        "c (stations/gatekeeper.py:1);verify (django/contrib/auth/hashers.py:3)": "PBKDF2",
+        "r (twisted/internet/tcp.py:1);claim (stations/cluster.py:4)": "Redis claim",
+        "r (twisted/internet/tcp.py:1);_flush (stations/bridge.py:4);send (paho/x.py:1)": (
+            "MQTT subscribe"
+        ),
+        "r (twisted/internet/tcp.py:1);admit (stations/admission.py:3)": "admission/gateway",
+        "r (twisted/internet/tcp.py:1);sendData (ocppgw/edge/wsprotocol.py:3)": "Twisted/autobahn",
+        "r (twisted/internet/tcp.py:1);process (daphne/http_protocol.py:3)": "Daphne",
+        "f (threading.py:1)": "other (stdlib, interpreter)",
+    }
+    for stack, layer in stacks.items():
+        assert prof.layer_of(stack) == layer, stack
+    assert prof.summarise(f"w (stations/msglog.py:1);{db} 3\nf (threading.py:1) 1") == {
+        "presence/log rows": 75.0,
+        "other (stdlib, interpreter)": 25.0,
+    }
+
+
 def test_plan_fits_the_run_in_a_capped_fd_limit():
     # this sandbox: hard RLIMIT_NOFILE 20,000 and no CAP_SYS_RESOURCE to raise it
     pl = scale.plan(50000, 20000, workers=2, processes=2)

@@ -86,6 +86,9 @@ def test_websocket_protocol_instance_state_we_read():
     autobahn_source = _source(autobahn.WebSocketProtocol)
     assert "self.send_queue" in autobahn_source
     assert "self.is_open" in autobahn_source and "self.is_closed" in autobahn_source
+    # wsprotocol.py swaps the module's pformat while autobahn's _connectionMade runs
+    assert autobahn.pformat is __import__("pprint").pformat
+    assert "pformat(configAttrLog)" in _source(autobahn.WebSocketProtocol._connectionMade)
     assert ws_protocol.WebSocketFactory.protocol is not None
 
 

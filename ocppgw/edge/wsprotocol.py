@@ -12,6 +12,9 @@ in Twisted's write buffer: the protocol is registered as the transport's produce
 write buffer also stops reading until the station has taken its answers.
 """
 
+import pprint
+
+from autobahn.websocket import protocol as autobahn_protocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
@@ -42,8 +45,33 @@ class _UnreadAnswers:
         pass
 
 
+class _Formatted:
+    """pprint.pformat(obj), computed only if a log line is really written."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __format__(self, spec):
+        return format(pprint.pformat(self.obj), spec)
+
+    __str__ = __repr__ = lambda self: pprint.pformat(self.obj)
+
+
 class BackpressureWebSocketProtocol(WebSocketProtocol):
     _paused_by: frozenset = frozenset()  # "queue" (consumer behind), "unread" (write buffer)
+
+    def _connectionMade(self):
+        # autobahn pretty-prints its ~40 options for a debug line on every new connection, even
+        # with debug off: 3.7% of the gateway's CPU in a reconnect storm (py-spy, bench T9
+        # storm profile in bench/README.md). Formatted only when written; the reactor is one
+        # thread, so the swap cannot leak into another call
+        autobahn_protocol.pformat = _Formatted
+        try:
+            super()._connectionMade()
+        finally:
+            autobahn_protocol.pformat = pprint.pformat
 
     def applicationCreateWorked(self, application_queue):
         super().applicationCreateWorked(application_queue)
