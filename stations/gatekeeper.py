@@ -33,6 +33,7 @@ class Gatekeeper:
         self.address_failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN * 10)
         self.max_pending = s.OCPPGW_MAX_PENDING_HANDSHAKES
         self.pending = 0  # handshakes queued for, or in, an uncached password check
+        self.checks = 0  # checks that went to the database and the hash (/metrics misses)
 
     async def authenticate(self, cid_key: str, header: bytes | None, address: str | None):
         """(Credentials, None) when the station may connect, else (None, reason)."""
@@ -69,6 +70,7 @@ class Gatekeeper:
         # one address (NAT, a restart) must not refuse itself
         self.failures.record((cid_key, address), now)
         self.pending += 1
+        self.checks += 1
         try:
             async with self.auth_slots:
                 credentials, reason = await sync_to_async(_check, thread_sensitive=False)(

@@ -178,10 +178,9 @@ def sample(gw, walk_sessions: bool = True) -> None:
     _sync(LOG_FAILURES, "log_failures", gw.writer.failures)
     _sync(AUTH_CACHE_HITS, "auth_hits", gw.gatekeeper.cache.hits)
     shared = gw.gatekeeper.shared
-    shared_hits = shared.hits if shared is not None else 0
-    _sync(AUTH_SHARED_HITS, "auth_shared_hits", shared_hits)
-    # a local miss that Redis answered needed neither the database nor a hash
-    _sync(AUTH_CACHE_MISSES, "auth_misses", gw.gatekeeper.cache.misses - shared_hits)
+    _sync(AUTH_SHARED_HITS, "auth_shared_hits", shared.hits if shared is not None else 0)
+    # the checks that hashed: a local miss that Redis answered needed neither database nor hash
+    _sync(AUTH_CACHE_MISSES, "auth_misses", gw.gatekeeper.checks)
 
 
 async def sample_forever(gw) -> None:

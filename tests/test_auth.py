@@ -1,5 +1,6 @@
 """Station authentication: Basic header parsing, the verified-password cache, the hash check."""
 
+import asyncio
 import base64
 import datetime
 
@@ -214,12 +215,20 @@ async def test_shared_cache_lets_another_process_skip_the_hash_until_credentials
     try:
         assert await b.get(cid_key, "right-password-0001") is None
         await a.put("right-password-0001", creds)
+        await a.flush()
         seen = await b.get(cid_key, "right-password-0001")
         # everything admission needs, and neither password hash
         assert seen == auth.Credentials(
             creds.station_id, "Shared", cid_key, True, True, 1, "", "", until, ""
         )
         assert await b.get(cid_key, "wrong-password-0001") is None
+        # a storm's lookups share one round trip, each gets its own answer
+        together = await asyncio.gather(
+            b.get(cid_key, "right-password-0001"),
+            b.get(cid_key, "wrong-password-0001"),
+            b.get(cid_key, "right-password-0001"),
+        )
+        assert together == [seen, None, seen]
         assert await b.get(f"{cid_key}-other", "right-password-0001") is None
         # Redis holds neither the password nor a hash of it under a key anyone could compute
         client = redis.from_url(REDIS_URL)
@@ -247,6 +256,7 @@ async def test_shared_cache_without_redis_is_a_miss_not_a_failure():
         "redis://127.0.0.1:1/0", CredentialCache("secret-key", ttl_s=60)
     )
     await gone.put("right-password-0001", credentials())
+    await gone.flush()
     assert await gone.get("cp1", "right-password-0001") is None
     await gone.forget("cp1")
     assert gone.errors == 3

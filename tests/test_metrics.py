@@ -89,8 +89,9 @@ def _gateway(**counts):
             rows=[1, 2], written=counts["written"], dropped=counts["log_dropped"], failures=0
         ),
         gatekeeper=types.SimpleNamespace(
-            cache=types.SimpleNamespace(hits=counts["hits"], misses=counts.get("misses", 1)),
+            cache=types.SimpleNamespace(hits=counts["hits"]),
             shared=types.SimpleNamespace(hits=counts.get("shared", 0)),
+            checks=counts.get("checks", 1),
         ),
     )
 
@@ -111,13 +112,13 @@ def test_sample_copies_depths_and_moves_counters_by_their_growth():
     assert value("ocppgw_log_rows_written_total") == written + 14
 
 
-def test_a_local_miss_answered_by_redis_is_a_shared_hit_not_a_hash():
-    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0, misses=0))
+def test_shared_hits_and_hashed_checks_are_counted_apart():
+    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0, checks=0))
     misses = value("ocppgw_auth_cache_misses_total")
     shared = value("ocppgw_auth_cache_shared_hits_total")
-    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0, misses=10, shared=7))
+    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0, checks=3, shared=7))
     assert value("ocppgw_auth_cache_shared_hits_total") == shared + 7
-    assert value("ocppgw_auth_cache_misses_total") == misses + 3  # hashed: 10 - 7
+    assert value("ocppgw_auth_cache_misses_total") == misses + 3
 
 
 def test_metrics_view_serves_prometheus_text_without_login(client):
