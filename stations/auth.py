@@ -198,6 +198,9 @@ class SharedCredentialCache:
     # possible shared hits) and cost redis-py's per-command overhead each time.
     TIMEOUT_S = 2.0
     PUT_EVERY_S = 0.05
+    # after a failure Redis is left alone this long: handshakes do not each wait out a timeout
+    # while it is away (they hash, as without the shared cache)
+    RETRY_S = 5.0
 
     def __init__(self, url: str, cache: CredentialCache):
         self.url, self.cache = url, cache
@@ -205,6 +208,7 @@ class SharedCredentialCache:
         self._wanted: dict[str, list] = {}  # key -> futures waiting for the next MGET
         self._puts: list[tuple[str, bytes, str]] = []
         self._put_task = self._fetch_task = None
+        self._down_until = 0.0  # loop time before which Redis is not asked
         self.hits = self.misses = self.errors = 0
 
     def _client(self):
@@ -226,6 +230,9 @@ class SharedCredentialCache:
 
     async def get(self, cid_key: str, password: str) -> Credentials | None:
         loop = asyncio.get_running_loop()
+        if loop.time() < self._down_until:
+            self.misses += 1
+            return None
         future = loop.create_future()
         if not self._wanted:
             # runs after the lookups queued in this loop turn; held: the loop keeps weak refs
@@ -247,7 +254,7 @@ class SharedCredentialCache:
         try:
             values = await self._client().mget(keys)
         except Exception:  # Redis away or slow: hash as without it
-            self.errors += 1
+            self._failed()
             values = [None] * len(keys)
         for key, value in zip(keys, values, strict=True):
             for future in wanted[key]:
@@ -255,7 +262,7 @@ class SharedCredentialCache:
                     future.set_result(value)
 
     async def put(self, password: str, credentials: Credentials) -> None:
-        if int(self.cache.ttl) <= 0:
+        if int(self.cache.ttl) <= 0 or asyncio.get_running_loop().time() < self._down_until:
             return
         key = self._key(credentials.cid_key, password)
         self._puts.append((key, shared_value(credentials), credentials.cid_key))
@@ -275,7 +282,11 @@ class SharedCredentialCache:
                     pipe.expire(index, ttl)
                 await pipe.execute()
         except Exception:
-            self.errors += 1
+            self._failed()
+
+    def _failed(self) -> None:
+        self.errors += 1
+        self._down_until = asyncio.get_running_loop().time() + self.RETRY_S
 
     async def flush(self) -> None:
         """Wait for the writes queued so far (tests, shutdown)."""
