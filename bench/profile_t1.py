@@ -2,6 +2,8 @@
 
     .venv/bin/pip install py-spy
     .venv/bin/python bench/profile_t1.py [--duration 20]   # -> bench/results/profile-<ts>.*
+    .venv/bin/python bench/profile_t1.py --open 1000        # T2's load (open loop, 1000 msg/s)
+    .venv/bin/python bench/profile_t1.py --open 1000 --no-spy   # the measure alone, for A/B
 
 One gateway process (as T1), validation, message log and auth on. py-spy samples the process
 (--nonblocking, 100 Hz) only inside the fire window; every sample's stack is given to one layer:
@@ -61,7 +63,17 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--db", default="postgres")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument(
+        "--open",
+        type=int,
+        default=0,
+        metavar="MSG_S",
+        help="T2's load instead: open loop at this total rate (e.g. 1000)",
+    )
+    ap.add_argument("--no-spy", action="store_true", help="measure only (A/B without py-spy)")
+    ap.add_argument("--spy-args", default="", help="extra py-spy options, e.g. '--native'")
     args = ap.parse_args()
+    mode, rate = ("open", args.open) if args.open else ("fire", 0)
     spy = shutil.which("py-spy") or str(run.BENCH.parent / ".venv" / "bin" / "py-spy")
     started = time.strftime("%Y%m%d-%H%M%S")
     run.RESULTS.mkdir(exist_ok=True)
@@ -82,10 +94,13 @@ def main() -> None:
 
         def send_and_spy(word):
             send(word)
-            if word == "go":  # profile the fire window only (not the handshakes)
-                cmd = [spy, "record", "--pid", str(srv.pid), "--nonblocking", "--format", "raw"]
+            # profile the fire window only (not the handshakes)
+            if word == "go" and not args.no_spy:
+                cmd = [spy, "record", "--pid", str(srv.pid), "--format", "raw"]
+                if "--native" not in args.spy_args:  # py-spy cannot unwind C without pausing
+                    cmd.append("--nonblocking")
                 cmd += ["--rate", str(args.rate), "--duration", str(int(args.duration) - 2)]
-                cmd += ["--output", str(out)]
+                cmd += ["--output", str(out), *args.spy_args.split()]
                 spied.append(
                     subprocess.Popen(
                         cmd, stdout=subprocess.DEVNULL, stderr=open(logs / "py-spy.log", "w")
@@ -98,8 +113,8 @@ def main() -> None:
     b.loadgen = loadgen
     try:
         g.start(run.free_port())
-        warm = b.upstream(g, "fire", args.n, 5)  # warm-up: schemas compiled, caches filled
-        res = b.upstream(g, "fire", args.n, args.duration)
+        warm = b.upstream(g, mode, args.n, 5, rate)  # warm-up: schemas compiled, caches filled
+        res = b.upstream(g, mode, args.n, args.duration, rate)
     finally:
         for p in spied:
             p.wait(60)
@@ -111,12 +126,14 @@ def main() -> None:
         "warm_throughput": warm["throughput"],
         "cpu_us_per_msg": res["cpu_us_per_msg"],
         "lost": res["lost"],
+        "helpers_cpu_pct": res["helpers_cpu_pct_window"],
         "layers": shares,
     }
     (run.RESULTS / f"profile-{started}.json").write_text(json.dumps(summary, indent=1))
     print(
-        f"T1 fire under py-spy: {res['throughput']:,.0f} msg/s, "
-        f"{res['cpu_us_per_msg']} us CPU/msg, lost {res['lost']}"
+        f"{mode} {rate or ''} {'' if args.no_spy else 'under py-spy'}: "
+        f"{res['throughput']:,.0f} msg/s, {res['cpu_us_per_msg']} us CPU/msg, "
+        f"lost {res['lost']}, helpers CPU % {res['helpers_cpu_pct_window']}"
     )
     print("| layer | share of CPU samples | us per message |\n|---|---|---|")
     for k, v in shares.items():

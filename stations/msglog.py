@@ -144,11 +144,13 @@ class Writer:
                 states = self.connector_states.setdefault(station_id, {})
                 states[key] = {**fields, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
-    def _fact_ops(self) -> list[tuple]:
+    def _fact_ops(self, heartbeats: bool) -> list[tuple]:
         ops = [("boot", sid, fields, at) for sid, (fields, at) in self.boots.items()]
-        ops += [("heartbeat", sid, at) for sid, at in self.heartbeats.items()]
         ops += [("connectors", sid, states) for sid, states in self.connector_states.items()]
-        self.boots, self.heartbeats, self.connector_states = {}, {}, {}
+        self.boots, self.connector_states = {}, {}
+        if heartbeats:
+            ops += [("heartbeat", sid, at) for sid, at in self.heartbeats.items()]
+            self.heartbeats = {}
         return ops
 
     def connected(self, station_id, connection, node, version) -> None:
@@ -188,11 +190,15 @@ class Writer:
             self.presence.clear()
             presence.extend(("lenient", sid, n) for sid, n in self.lenient_counts.items())
             self.lenient_counts.clear()
-            presence.extend(self._fact_ops())
             counters = {}
-            if self._counters_due():
+            due = self._counters_due()
+            if due:
                 counters, self.counters = self.counters, {}
                 self._counters_at = time.monotonic()
+            # last Heartbeat times go with the counters (every COUNTERS_EVERY_S): a fleet's
+            # Heartbeats written each flush were an UPDATE per frame, the writer's largest cost
+            # at T2's load (docs/performance.md)
+            presence.extend(self._fact_ops(heartbeats=due))
             try:
                 await self._db_run(_write, rows, presence, counters)
                 self.written += len(rows)
@@ -215,10 +221,13 @@ class Writer:
                 return
 
     def _facts_waiting(self) -> bool:
-        return bool(self.lenient_counts or self.boots or self.heartbeats or self.connector_states)
+        return bool(self.lenient_counts or self.boots or self.connector_states)
 
     def _counters_due(self) -> bool:
-        return bool(self.counters) and time.monotonic() - self._counters_at >= COUNTERS_EVERY_S
+        return (
+            bool(self.counters or self.heartbeats)
+            and time.monotonic() - self._counters_at >= COUNTERS_EVERY_S
+        )
 
     async def stop(self) -> None:
         """Let a write in progress finish, then write what is left.
@@ -291,6 +300,16 @@ def _presence(cursor, ops: list[tuple]) -> None:
     for kind, run in itertools.groupby(ops, key=lambda op: op[0]):
         if kind == "connectors":
             _merge_connectors([op[1:] for op in run])
+        elif kind == "heartbeat" and connection.vendor == "postgresql":
+            # one statement for the fleet, as _add_counters: executemany is a round of Python
+            # and psycopg work per station
+            sids, ats = zip(*((op[1], op[2].timestamp()) for op in run), strict=True)
+            cursor.execute(
+                f"UPDATE {table} AS s SET {col['last_heartbeat_at']} = to_timestamp(v.t) "
+                "FROM unnest(%s::bigint[], %s::float8[]) AS v(id, t) "
+                f"WHERE s.{col['id']} = v.id",
+                [_array(sids), _array(ats)],
+            )
         else:
             cursor.executemany(sql[kind], [params[kind](*op) for op in run])
 

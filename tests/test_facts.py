@@ -93,3 +93,22 @@ async def test_the_writer_stores_facts_and_clears_the_node_when_offline():
     w.disconnected(station.id, "c1")
     await w.flush()
     assert (await database_sync_to_async(read)())["node"] == ""
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_heartbeat_times_are_written_with_the_counters():
+    station = await database_sync_to_async(new_station)()
+    w = writer()
+    w.facts(station.id, "1.6", "Heartbeat", {})
+    await w.flush(all_counters=False)  # the first periodic flush is due
+
+    def heartbeat():
+        return Station.objects.values_list("last_heartbeat_at", flat=True).get(id=station.id)
+
+    first = await database_sync_to_async(heartbeat)()
+    assert first is not None
+    w.facts(station.id, "1.6", "Heartbeat", {})
+    await w.flush(all_counters=False)  # counters not due yet: the Heartbeat waits for them
+    assert await database_sync_to_async(heartbeat)() == first and w.heartbeats
+    await w.flush()  # a full flush (as at stop) writes it
+    assert await database_sync_to_async(heartbeat)() > first and not w.heartbeats
