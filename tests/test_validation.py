@@ -312,7 +312,7 @@ def test_known_differences_from_the_ocpp_package():
 @pytest.mark.parametrize("version", v.VERSIONS)
 def test_station_path_compiled_up_front(version):
     # ocppgw/edge/serve.py compiles these before listening: a station's Boot and the answer to it
-    v.warm_station_path(version)
+    assert v.warm_boot_path(version) == 16
     for kind in ("call", "result"):
         assert (version, "BootNotification", kind) in v._compiled
         assert (version, "Heartbeat", kind) in v._compiled

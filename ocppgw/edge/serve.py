@@ -92,7 +92,7 @@ def serve(endpoint_list: list[str], on_ready, *, supervised: bool = False) -> No
 
 
 def _warm_schemas() -> None:
-    """Compile the schemas of a station's own frames before listening (before /readyz answers).
+    """Compile the schemas of a connecting station's frames before listening (before /readyz answers).
 
     Compiled lazily, a restarted process paid them during the reconnect storm that follows a
     restart: 15-20% of its CPU there (bench/README.md, T9). The supervisor's socket queues
@@ -104,7 +104,7 @@ def _warm_schemas() -> None:
 
     started = time.monotonic()
     count = sum(
-        validation.warm_station_path(name.removeprefix("ocpp"))
+        validation.warm_boot_path(name.removeprefix("ocpp"))
         for name in settings.OCPPGW_SUBPROTOCOLS
     )
     log.info("compiled %d OCPP schemas in %.1f s", count, time.monotonic() - started)
