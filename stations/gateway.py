@@ -35,6 +35,9 @@ from stations.rules import RuleSet
 log = logging.getLogger("ocppgw.gateway")
 
 
+WARM_QUIET_S = 3.0  # seconds without a handshake in progress before the schemas are compiled
+
+
 def default_node() -> str:
     return settings.OCPPGW_NODE or f"{socket.gethostname()}:{os.getpid()}"
 
@@ -111,11 +114,24 @@ class Gateway:
         self.writer.start()
         self.inbox.subscribe(self.bridge, self.settings)
         self.registry.fleet_wide = bool(self.inbox.fleet_filter)
-        # compiling the 2.1 schemas takes ~2 s: do it off the loop before stations need them
-        for name in self.settings.OCPPGW_SUBPROTOCOLS:
-            self.loop.run_in_executor(None, validation.warm, name.removeprefix("ocpp"))
         jobs = [*self.housekeeping.jobs(), self.cluster.run(), metrics.sample_forever(self)]
+        jobs.append(self._warm_when_quiet())
         self._tasks = [self.loop.create_task(job) for job in jobs]
+
+    async def _warm_when_quiet(self) -> None:
+        """Compile every schema off the loop once no handshake has run for WARM_QUIET_S.
+
+        The boot path's schemas are compiled before listening (ocppgw/edge/serve.py); the rest
+        (~7 CPU-s a process on the shared machine) compiled at start-up took 15-20% of the
+        reconnect storm that follows a restart (bench/README.md, T9). Until then a frame of
+        another action compiles its schema on first use.
+        """
+        quiet = 0.0
+        while quiet < WARM_QUIET_S:
+            await asyncio.sleep(1.0)
+            quiet = quiet + 1.0 if self.handshaking == 0 else 0.0
+        for name in self.settings.OCPPGW_SUBPROTOCOLS:
+            await self.loop.run_in_executor(None, validation.warm, name.removeprefix("ocpp"))
 
     # --- the port (stations/port.py) ----------------------------------------------------------------
     def publish(self, direction, station: StationInfo, action, frame, body: bytes):

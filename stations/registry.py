@@ -36,9 +36,12 @@ class Registry:
         if old is not None and old is not conversation:
             old.replaced()
         own = self._filter(conversation, self.rules)
-        if own:
-            self.bridge.subscribe(own)
+        subscribed = self.bridge.subscribe(own) if own else None
         await self.cluster.claim(st.cid_key, st.connection_id, st.claim_seq)
+        if subscribed is not None:
+            # the SUBSCRIBE is batched (bridge.py): queued before the caller publishes the
+            # station's presence, so the backend cannot address the station before it is in place
+            await subscribed
 
     def unregister(self, conversation) -> bool:
         """Forget a connection; True when it was the station's current one."""

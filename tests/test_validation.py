@@ -307,3 +307,12 @@ def test_known_differences_from_the_ocpp_package():
     whole = {**STATUS_2X, "evseId": 1.0}
     assert v.check("2.0.1", "StatusNotification", "call", whole) is None
     assert not _package_says_valid("2.0.1", "StatusNotification", "call", whole)
+
+
+@pytest.mark.parametrize("version", v.VERSIONS)
+def test_station_path_compiled_up_front(version):
+    # ocppgw/edge/serve.py compiles these before listening: a station's Boot and the answer to it
+    assert v.warm_boot_path(version) == 16
+    for kind in ("call", "result"):
+        assert (version, "BootNotification", kind) in v._compiled
+        assert (version, "Heartbeat", kind) in v._compiled
