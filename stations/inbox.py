@@ -135,6 +135,20 @@ class Inbox:
             self.presence[cid_key] = event
         else:
             self.presence.pop(cid_key, None)
+            self._contradict(cid_key, event)
+
+    def _contradict(self, cid_key: str, event: dict) -> None:
+        """A "disconnected" of another connection of a station held here came after ours: a
+        connection that lost the race late (a node that learned of the newer claim only after
+        its socket closed). Retained presence must not call a live station offline
+        (docs/contract.md, "Presence"): say connected again, for this connection."""
+        held = self.gw.registry.get(cid_key)
+        if held is None or held.finished or event.get("connection") == held.station.connection_id:
+            return
+        st = held.station
+        log.info("%s: late disconnect of connection %s; still connected here", st.cid,
+                 event.get("connection"))  # fmt: skip
+        self.gw.publish_presence(st.cid, "connected", st.connection_id, st.version, "connected")
 
     def _node_seen(self, topic: str, payload: bytes) -> None:
         try:
