@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -218,6 +219,26 @@ class Cluster:
                 node.launch()
         for node in self.nodes:
             node.wait_ready(60)
+        # HAProxy marks a node up after two passed checks: until then every station would go to
+        # the others and the scenario would not run on every node
+        wait_until(lambda: self.balanced_nodes() == {n.node for n in self.nodes}, 30,
+                   "HAProxy sends stations to every node")  # fmt: skip
+
+    def balanced_nodes(self) -> set[str]:
+        """The nodes HAProxy currently sends new stations to (status UP)."""
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.dir / "haproxy.sock"))
+            sock.sendall(b"show stat\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            rows = [
+                line.split(",") for line in data.decode().splitlines() if line and line[0] != "#"
+            ]
+            servers = [r for r in rows if len(r) > 17 and r[0] == "gateways" and r[1] != "BACKEND"]
+            return {r[1] for r in servers if r[17] == "UP"}
+        return set()
 
     def cut_redis(self, i: int) -> None:
         self.net.cut(i, self.services.ip, self.services.redis_port)
@@ -252,7 +273,10 @@ def cluster(tmp_path_factory):
             node.wait_ready(60)
         lb_port = free_port()
         cfg = workdir / "haproxy.cfg"
-        cfg.write_text(render_haproxy(f"127.0.0.1:{lb_port}", [(n.node, n.host) for n in nodes]))
+        text = render_haproxy(f"127.0.0.1:{lb_port}", [(n.node, n.host) for n in nodes])
+        # the suite asks HAProxy which nodes it sends stations to (Cluster.heal)
+        text = text.replace("global\n", f"global\n    stats socket {workdir / 'haproxy.sock'}\n", 1)
+        cfg.write_text(text)
         haproxy = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(cfg)],
                                    stdout=open(workdir / "haproxy.log", "wb"),
                                    stderr=subprocess.STDOUT)  # fmt: skip

@@ -33,6 +33,9 @@ class Backend:
     def __init__(self, services, durable: bool = False):
         self.published: dict[str, int] = {}  # UniqueId -> times published
         self.sequence: list[str] = []  # UniqueIds in the order the broker delivered them
+        # CALLs the broker delivered to this backend again (DUP: our PUBACK was lost in its
+        # restart); not counted as published twice, the gateway published them once
+        self.redelivered = 0
         self.presence: dict[str, dict] = {}
         self.errors: list[dict] = []
         self.replies: dict[str, int] = {}  # UniqueId of a backend CALL -> station answers seen
@@ -66,6 +69,9 @@ class Backend:
         if body.get("MessageTypeId") != 2:
             return
         uid = body["UniqueId"]
+        if msg.dup and uid in self.published:  # the broker's own resend to us, already seen
+            self.redelivered += 1
+            return
         self.published[uid] = self.published.get(uid, 0) + 1
         self.sequence.append(uid)
         cid = msg.topic.split("/")[2]
@@ -109,6 +115,7 @@ class Station:
         self.answered: set[str] = set()
         self.answered_at: list[float] = []
         self.sent: set[str] = set()
+        self.sends: dict[str, int] = {}  # UniqueId -> times sent (a resend repeats it)
         self.backend_calls: set[str] = set()  # UniqueIds of the backend CALLs received
         self.disconnected_at: float | None = None
         # (when the socket was lost, seconds until the next one opened); a first connection
@@ -154,6 +161,7 @@ class Station:
                 self.pending = f"{self.cid}-{self.n}"
             uid = self.pending
             self.sent.add(uid)
+            self.sends[uid] = self.sends.get(uid, 0) + 1
             await ws.send(json.dumps([2, uid, "Heartbeat", {}]))
             answer = await self._receive(ws, 15, uid)
             if answer == 3:
@@ -216,3 +224,15 @@ async def all_connected(stations, backend, timeout_s: float = 120) -> None:
         )
 
     await until(lambda: not missing(), timeout_s, report)
+
+
+def overpublished(stations, backend) -> list[str]:
+    """CALLs the broker carried more often than the station sent them: published twice by the
+    gateway. (A station's own resend of an unanswered CALL may be published again: that is a
+    duplicate of the station's making, counted in the figures, not here.)"""
+    return [
+        uid
+        for s in stations
+        for uid, sends in s.sends.items()
+        if backend.published.get(uid, 0) > sends
+    ]

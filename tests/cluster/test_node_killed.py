@@ -14,6 +14,7 @@ from tests.cluster.fleet import (
     Backend,
     Station,
     all_connected,
+    overpublished,
     record,
     unaccounted,
     until,
@@ -101,6 +102,8 @@ async def test_node_killed(cluster):
     }  # fmt: skip
     record("node_killed", figures)
     assert not lost, lost[:5]
+    twice = overpublished(stations, backend)
+    assert not twice, twice[:5]
     assert set(outcomes) <= {"reached", "offline", "None"}, outcomes
     # "reached" is the station's own answer, relayed: it really got the CALL
     assert {u for u in calls if backend.outcome(u) == "reached"} <= reached_station

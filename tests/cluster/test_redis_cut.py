@@ -14,7 +14,15 @@ import uuid
 
 import pytest
 
-from tests.cluster.fleet import Backend, Station, all_connected, record, unaccounted, until
+from tests.cluster.fleet import (
+    Backend,
+    Station,
+    all_connected,
+    overpublished,
+    record,
+    unaccounted,
+    until,
+)
 from tests.reliability.clients import Station as RawStation
 from tests.reliability.clients import close_all
 
@@ -96,6 +104,8 @@ async def test_redis_cut_from_one_node(cluster):
     }  # fmt: skip
     record("redis_cut", figures)
     assert not lost, lost[:5]
+    twice = overpublished(stations, backend)
+    assert not twice, twice[:5]
     assert all(during.values()), f"a node stopped answering during the cut: {during}"
     assert not reconnects, f"{len(reconnects)} stations lost their socket during the Redis cut"
     assert both_held, "a duplicate was resolved during the cut: Redis was not really cut off"
