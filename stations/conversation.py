@@ -259,6 +259,11 @@ class Conversation:
             logs.cid_var.reset(token)
 
     def _backend_call(self, frame: Frame, raw: bytes, props) -> None:
+        if self.backend_calls.seen(frame.id) and frame.redelivered:
+            # a gateway published it again for the station's new connection (stations/inbox.py),
+            # but this one got the backend's own copy already: it is sent once
+            self.out.log("gw", CALL, frame.id, frame.action, raw, "dropped", "redelivered copy")
+            return
         call = backend_call(frame, props, self.station.version)
         raw = call.logged or raw
         violation, _ = self._check("downstream", frame.action, "call", frame.payload)
