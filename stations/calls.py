@@ -156,6 +156,10 @@ class BackendCalls:
         ids.append(unique_id)
         return False
 
+    def saw(self, unique_id) -> bool:
+        """Whether one of the last SEEN_IDS CALLs had this UniqueId."""
+        return self._seen is not None and unique_id in self._seen
+
     def full(self) -> bool:
         return len(self.queue) >= self.queue_len
 

@@ -54,6 +54,7 @@ class Conversation:
         )
         self.bucket = port.new_bucket()
         self.last_rx = self.clock.time()  # for OCPPGW_IDLE_TIMEOUT_S and the publish latency
+        self.started = self.last_rx  # a young connection may lack its subscription (inbox.py)
         self.closed = False  # the socket is gone: nothing more is sent
         self.finished = False  # released from the registry
         self.abusive = False  # closed 1008: its later frames are not taken

@@ -37,6 +37,7 @@ PRESENCE_SUB_ID, NODES_SUB_ID = 3, 4
 OFFLINE_GRACE_S = 0.5  # a station may be connecting right now somewhere: look again first
 MAX_KEPT = 10000  # CALLs kept through their grace at once; past it, decided on arrival
 MAX_DEAD_NODES = 1000
+SUBSCRIBED_S = 2.0  # a connection registered this long ago surely has its subscription
 NODES_PREFIX = "ocpp/gw/nodes/"
 NODES_FILTER = NODES_PREFIX + "+"
 
@@ -130,16 +131,18 @@ class Inbox:
         cid_key = identity.key(cid)
         held = self.gw.registry.get(cid_key)
         if held is not None:
-            # MQTT 5: registered here after the broker matched the message (its subscription
-            # came later), so no routed copy comes: hand this one over
-            held.on_downstream(payload, props)
-            return
-        if self._held_anywhere(cid_key):
+            # MQTT 5: Mosquitto sends a held station's CALL twice to a process that is also its
+            # watcher (once per subscription, shared ones apart), and the routed copy came or
+            # comes. Only a connection this young may have subscribed after the publish: for
+            # it the CALL is kept, and decided unless that connection got the routed copy
+            if self.gw.loop.time() - held.started >= SUBSCRIBED_S or _marked(payload):
+                return  # (a copy published again went to the same subscription)
+        elif self._held_anywhere(cid_key):
             return  # its holder's subscription took it
+        kept = Kept(topic, cid, payload, props, held)
         if self.kept_count >= MAX_KEPT:
-            self._decide(topic, cid, cid_key, payload, props)
+            self._decide(cid_key, kept)
             return
-        kept = Kept(topic, cid, payload, props)
         kept.timer = self.gw.loop.call_later(OFFLINE_GRACE_S, self._grace_over, cid_key, kept)
         self.kept.setdefault(cid_key, []).append(kept)
         self.kept_count += 1
@@ -160,7 +163,7 @@ class Inbox:
         if not waiting:
             del self.kept[cid_key]
         self.kept_count -= 1
-        self._decide(kept.topic, kept.cid, cid_key, kept.payload, kept.props)
+        self._decide(cid_key, kept)
 
     def _station_seen(self, cid_key: str) -> None:
         """The station is connected somewhere now: its kept CALLs go to it, in order."""
@@ -170,10 +173,13 @@ class Inbox:
         self.kept_count -= len(waiting)
         for kept in waiting:
             kept.timer.cancel()
-            self._decide(kept.topic, kept.cid, cid_key, kept.payload, kept.props)
+            self._decide(cid_key, kept)
 
-    def _decide(self, topic, cid, cid_key, payload, props) -> None:
+    def _decide(self, cid_key: str, kept: "Kept") -> None:
         """A kept CALL: publish it again for the station's connection, or answer `offline`."""
+        topic, cid, payload, props = kept.topic, kept.cid, kept.payload, kept.props
+        if kept.holder is not None and kept.holder.backend_calls.saw(_unique_id(payload)):
+            return  # the connection held here got its routed copy: it answers for it
         if not self._held_anywhere(cid_key):
             answer_offline(self.gw, cid, cid_key, payload, props)
             return
@@ -198,7 +204,11 @@ class Inbox:
             if cid_key in self.kept:
                 self._station_seen(cid_key)
         else:
-            self.presence.pop(cid_key, None)
+            known = self.presence.get(cid_key)
+            # a "disconnected" of another connection than the one last seen connected is late
+            # (docs/architecture.md): the station is not nowhere for the CALLs decided here
+            if known is None or known.get("connection") == event.get("connection"):
+                self.presence.pop(cid_key, None)
             self._contradict(cid_key, event)
 
     def _contradict(self, cid_key: str, event: dict) -> None:
@@ -260,13 +270,26 @@ class Inbox:
         gw.loop.create_task(gw.db.run(_release_node, dead))
 
 
+def _marked(payload: bytes) -> bool:
+    return f'"{envelopes.REDELIVERED}"'.encode() in payload
+
+
+def _unique_id(payload: bytes):
+    try:
+        return orjson.loads(payload).get("UniqueId")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
 class Kept:
-    """A backend CALL for a station held nowhere, through its grace."""
+    """A backend CALL for a station held nowhere (or by a connection here too young to be sure
+    it was subscribed: `holder`), through its grace."""
 
-    __slots__ = ("cid", "payload", "props", "timer", "topic")
+    __slots__ = ("cid", "holder", "payload", "props", "timer", "topic")
 
-    def __init__(self, topic, cid, payload, props):
+    def __init__(self, topic, cid, payload, props, holder=None):
         self.topic, self.cid, self.payload, self.props = topic, cid, payload, props
+        self.holder = holder
         self.timer = None
 
 

@@ -126,16 +126,29 @@ def test_presence_on_a_dead_node_counts_as_nowhere(fleet):
     assert fleet.offline == ["r2"]
 
 
-def test_a_station_registered_here_after_the_broker_matched_gets_the_call(fleet):
-    got = []
-    fleet.gw.registry["cp1"] = SimpleNamespace(on_downstream=lambda raw, props: got.append(raw))
-    fleet.call("CP1", "r1")  # MQTT 5: matched the shared filter only, not its own
-    assert [json.loads(raw)["UniqueId"] for raw in got] == ["r1"]
+def test_a_call_seen_by_the_watcher_that_holds_the_station(fleet):
+    # MQTT 5: its routed copy took it, unless the connection is so young that its subscription
+    # may have come after the publish: then it is published again (the conversation dedups)
+    fleet.gw.loop.advance(10)
+    got_it = SimpleNamespace(saw=lambda uid: uid == "r3")
+    fleet.gw.registry["cp1"] = SimpleNamespace(started=0.0, backend_calls=got_it)
+    fleet.gw.registry["cp2"] = SimpleNamespace(started=9.9, backend_calls=got_it)
+    fleet.gw.registry["cp3"] = SimpleNamespace(started=9.9, backend_calls=got_it)
+    fleet.call("CP1", "r1")
+    fleet.call("CP2", "r2")
+    fleet.call("CP3", "r3")  # young, but its routed copy came: it answers for it
+    del fleet.gw.registry["cp3"]  # even if it left during the grace
+    fleet.gw.loop.advance(OFFLINE_GRACE_S + 0.1)
+    assert redelivered(fleet) == [("ocpp/cs/CP2/Reset", "r2", 1)] and fleet.offline == []
+    _topic, again = fleet.gw.bridge.published[-1]
+    fleet.inbox.on_message("ocpp/cs/CP2/Reset", json.dumps(again).encode(), None, [WATCH_SUB_ID])
+    fleet.gw.loop.advance(OFFLINE_GRACE_S + 0.1)
+    assert len(redelivered(fleet)) == 1  # its routed copy reached the station: not again
 
 
 def test_a_station_held_here_when_the_grace_ends_gets_the_call_again(fleet):
     fleet.call("CP1", "r1")
-    fleet.gw.registry["cp1"] = object()  # its presence is not back yet
+    fleet.gw.registry["cp1"] = SimpleNamespace()  # its presence is not back yet
     fleet.gw.loop.advance(OFFLINE_GRACE_S + 0.1)
     assert redelivered(fleet) == [("ocpp/cs/CP1/Reset", "r1", 1)] and fleet.offline == []
 
@@ -154,3 +167,16 @@ def test_mqtt_311_republishes_without_properties(fleet):
     fleet.inbox.on_message("ocpp/cs/CP1/Reset", reset("r1"), None, None)  # the answerer
     fleet.seen("CP1", "connected", "b")
     assert redelivered(fleet) == [("ocpp/cs/CP1/Reset", "r1", 1)]
+
+
+def test_a_late_disconnect_of_another_connection_leaves_the_station_connected(fleet):
+    fleet.node_status("b", "online")
+    fleet.seen("CP1", "connected", "b", "new")
+    fleet.seen("CP1", "disconnected", "c", "old")  # a stalled older connection, finished late
+    fleet.call("CP1", "r1")
+    fleet.gw.loop.advance(5)
+    assert fleet.offline == [] and not fleet.inbox.kept
+    fleet.seen("CP1", "disconnected", "b", "new")
+    fleet.call("CP1", "r2")
+    fleet.gw.loop.advance(5)
+    assert fleet.offline == ["r2"]

@@ -1,6 +1,7 @@
 """The fleet the cluster scenarios share: a backend on the broker and firmware-like stations."""
 
 import asyncio
+import collections
 import json
 import random
 import time
@@ -116,7 +117,8 @@ class Station:
         self.answered_at: list[float] = []
         self.sent: set[str] = set()
         self.sends: dict[str, int] = {}  # UniqueId -> times sent (a resend repeats it)
-        self.backend_calls: set[str] = set()  # UniqueIds of the backend CALLs received
+        # UniqueId of a backend CALL received -> how often (the gateway must send it once)
+        self.backend_calls: collections.Counter[str] = collections.Counter()
         self.disconnected_at: float | None = None
         # (when the socket was lost, seconds until the next one opened); a first connection
         # that fails is not a reconnect
@@ -185,7 +187,7 @@ class Station:
             except TimeoutError:
                 return None
             if frame[0] == 2:
-                self.backend_calls.add(frame[1])
+                self.backend_calls[frame[1]] += 1
                 await ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
             elif frame[0] in (3, 4) and frame[1] == uid:
                 return frame[0]

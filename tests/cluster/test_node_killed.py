@@ -92,6 +92,10 @@ async def test_node_killed(cluster):
     dups = sum(n - 1 for n in backend.published.values() if n > 1)
     outcomes = collections.Counter(str(backend.outcome(uid)) for uid in calls)
     reached_station = {u for s in stations for u in s.backend_calls}
+    silent = [uid for uid in calls if backend.outcome(uid) is None]
+    delivered_twice = [u for s in stations for u, n in s.backend_calls.items() if n > 1]
+    errors = collections.Counter(e.get("UniqueId") for e in backend.errors)
+    answered_twice = [u for u in calls if backend.replies.get(u, 0) + errors[u] > 1]
     figures = {
         "stations": STATIONS, "moved": len(held), "all_back_s": round(all_back_s, 2),
         "reconnect_p50_s": round(statistics.median(reconnects), 2) if reconnects else None,
@@ -99,6 +103,8 @@ async def test_node_killed(cluster):
         "frames_sent": sent, "published": len(backend.published), "answered": len(answered),
         "resent_after_kill": dups, "lost": len(lost),
         "backend_calls": len(calls), "backend_call_outcomes": dict(outcomes),
+        "unanswered": len(silent), "delivered_twice": len(delivered_twice),
+        "answered_twice": len(answered_twice),
     }  # fmt: skip
     record("node_killed", figures)
     assert not lost, lost[:5]
@@ -110,14 +116,13 @@ async def test_node_killed(cluster):
     for cid, presence in final.items():
         assert presence["status"] == "connected", (cid, presence)
         assert presence["node"] != victim.node, (cid, presence)
-    by_cid = {s.cid: s for s in stations}
-    silent = [uid for uid in calls if backend.outcome(uid) is None]
-    # a CALL published a second after the station's current connection opened must reach it
-    late = [u for u in silent if backend.called_at[u] > by_cid[calls[u]].connected_at[-1] + 1]
-    assert not late, (len(late), late[:5])
-    if silent:
-        # Known gap: a CALL published while the station is held nowhere, when it reconnects
-        # elsewhere within the offline grace (stations/inbox.py OFFLINE_GRACE_S), is neither
-        # delivered (the new node subscribed after it) nor answered (the watcher then sees the
-        # station connected). Counted in the figures; to be closed in the gateway.
-        pytest.xfail(f"{len(silent)} backend CALLs published during the move got no answer")
+    # each CALL reached the station at its new node or was answered `offline`, never silence
+    # (issue #19; the gateway keeps a CALL for a station held nowhere through its offline
+    # grace and publishes it again if the station reconnects: docs/contract.md §2)
+    assert not silent, (len(silent), silent[:5])
+    assert not delivered_twice, delivered_twice[:5]
+    assert not answered_twice, [
+        (u, backend.replies.get(u), [e["ErrorDetails"] for e in backend.errors
+                                     if e.get("UniqueId") == u])
+        for u in answered_twice[:5]
+    ]  # fmt: skip
