@@ -362,6 +362,18 @@ class Bridge:
             props.CorrelationData = correlation
         return props
 
+    @staticmethod
+    def forwarded_properties(received):
+        """A received message's reply address, for publishing it again (MQTT 5; None on 3.1.1)."""
+        if received is None:
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        for name in ("ResponseTopic", "CorrelationData"):
+            value = getattr(received, name, None)
+            if value is not None:
+                setattr(props, name, value)
+        return props
+
     # --- subscriptions ---------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, sub_id: int = ROUTED_SUB_ID, qos=None):
         """Subscribe now and after every reconnect; `qos` defaults to the bridge's QoS.

@@ -12,6 +12,9 @@ from typing import Protocol
 # answered or expired CALL ids remembered per direction, for [5] frames and late answers: a [5]
 # follows the answer it rejects, and a late answer its timeout, so a short window serves both
 RECENT_IDS = 64
+# backend CALL ids a station was handed last, so a redelivered copy (stations/inbox.py) of one
+# it already has queued, in flight or answered is not sent twice
+SEEN_IDS = 16
 # station CALLs awaiting the backend; bounds memory when the call timeout is off (0)
 MAX_STATION_CALLS = 1000
 
@@ -141,6 +144,21 @@ class BackendCalls:
         self.queue: collections.deque[BackendCall] = collections.deque()
         self.inflight: BackendCall | None = None
         self.answered, self.expired = Recent(answered_window), Recent()
+        self._seen: collections.deque | None = None  # made on the first CALL: most get none
+
+    def seen(self, unique_id: str) -> bool:
+        """Whether one of the last SEEN_IDS CALLs had this UniqueId; remembers it."""
+        ids = self._seen
+        if ids is None:
+            ids = self._seen = collections.deque(maxlen=SEEN_IDS)
+        elif unique_id in ids:
+            return True
+        ids.append(unique_id)
+        return False
+
+    def saw(self, unique_id) -> bool:
+        """Whether one of the last SEEN_IDS CALLs had this UniqueId."""
+        return self._seen is not None and unique_id in self._seen
 
     def full(self) -> bool:
         return len(self.queue) >= self.queue_len

@@ -2,7 +2,10 @@
 
 Only these small control messages cross processes; frames never do. Without REDIS_URL the
 gateway is one process and everything here is local. A Redis outage degrades only this: frames
-keep flowing, and claims resume when Redis is back.
+keep flowing, and claims resume when Redis is back. Claims made or missed during the outage are
+settled then: the process that was cut off announces every station it holds again, and a process
+holding a newer connection of one of them answers with its own claim, so newest wins again
+(docs/architecture.md, "Several nodes").
 """
 
 import asyncio
@@ -26,9 +29,11 @@ def kick_message(cid_key: str, reason: str, node: str) -> bytes:
 
 
 class Cluster:
-    def __init__(self, url: str, node: str, on_claim, on_kick):
+    def __init__(self, url: str, node: str, on_claim, on_kick, held=lambda: ()):
         self.url, self.node = url, node
+        # on_claim returns this process's newer (cid_key, conn, seq) of the station, if any
         self.on_claim, self.on_kick = on_claim, on_kick
+        self.held = held  # () -> the (cid_key, conn, seq) of every station held here
         self.newest: dict[str, int] = {}  # cid_key -> newest claim seen from other processes
         self._redis = None
         self.healthy = not url
@@ -47,8 +52,26 @@ class Cluster:
         return self.newest.get(cid_key, 0) > seq
 
     async def claim(self, cid_key: str, connection_id: str, seq: int) -> None:
+        await self._send(self._claim_message(cid_key, connection_id, seq), "claim")
+
+    def _claim_message(self, cid_key: str, connection_id: str, seq: int) -> bytes:
         message = {"op": "claim", "cid": cid_key, "conn": connection_id, "seq": seq}
-        await self._send(orjson.dumps({**message, "node": self.node}), "claim")
+        return orjson.dumps({**message, "node": self.node})
+
+    async def _resync(self) -> None:
+        """After an outage: announce every held station again, in one round trip."""
+        held = list(self.held())
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for claim in held:
+                    pipe.publish(CHANNEL, self._claim_message(*claim))
+                await pipe.execute()
+        except Exception as exc:
+            log.warning("redis unavailable, claims not re-announced yet: %s", exc)
+            return
+        self.healthy = True
+        if held:
+            log.info("redis back: re-announced %d station claims", len(held))
 
     async def kick(self, cid_key: str, reason: str) -> None:
         """Close the station's socket wherever it is held."""
@@ -125,8 +148,9 @@ class Cluster:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
-                    self.healthy = True
                     while True:
+                        if not self.healthy:  # (re)subscribed, or a publish failed meanwhile
+                            await self._resync()
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=1.0
                         )
@@ -150,7 +174,9 @@ class Cluster:
         if message.get("op") == "claim":
             cid_key, seq = message["cid"], message["seq"]
             self.newest[cid_key] = max(seq, self.newest.get(cid_key, 0))
-            self.on_claim(cid_key, message["conn"], seq)
+            newer = self.on_claim(cid_key, message["conn"], seq)
+            if newer:  # an older claim (re-announced after an outage): tell its holder
+                asyncio.get_running_loop().create_task(self.claim(*newer))
         elif message.get("op") == "kick":
             self.on_kick(message["cid"], message.get("reason", "kicked"))
 

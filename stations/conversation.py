@@ -54,6 +54,7 @@ class Conversation:
         )
         self.bucket = port.new_bucket()
         self.last_rx = self.clock.time()  # for OCPPGW_IDLE_TIMEOUT_S and the publish latency
+        self.started = self.last_rx  # a young connection may lack its subscription (inbox.py)
         self.closed = False  # the socket is gone: nothing more is sent
         self.finished = False  # released from the registry
         self.abusive = False  # closed 1008: its later frames are not taken
@@ -259,6 +260,11 @@ class Conversation:
             logs.cid_var.reset(token)
 
     def _backend_call(self, frame: Frame, raw: bytes, props) -> None:
+        if self.backend_calls.seen(frame.id) and frame.redelivered:
+            # a gateway published it again for the station's new connection (stations/inbox.py),
+            # but this one got the backend's own copy already: it is sent once
+            self.out.log("gw", CALL, frame.id, frame.action, raw, "dropped", "redelivered copy")
+            return
         call = backend_call(frame, props, self.station.version)
         raw = call.logged or raw
         violation, _ = self._check("downstream", frame.action, "call", frame.payload)

@@ -10,6 +10,10 @@ import orjson
 from stations.frames import CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, Frame
 
 EXCERPT_CHARS = 512
+# the key a gateway adds to a backend CALL it publishes again for a station that reconnected
+# elsewhere (docs/contract.md §2): its value counts the redeliveries, its holder deduplicates
+REDELIVERED = "Redelivered"
+MAX_REDELIVERIES = 3
 
 
 def upstream(
@@ -98,7 +102,10 @@ def downstream(raw: bytes) -> Frame:
                 raise EnvelopeError("Action missing or not a string", uid)
             if not isinstance(payload, dict):
                 raise EnvelopeError("Payload missing or not a JSON object", uid, action)
-            return Frame(msg_type, uid, action=action, payload=payload)
+            frame = Frame(msg_type, uid, action=action, payload=payload)
+            if REDELIVERED in body:
+                frame.redelivered = _redelivered(body)
+            return frame
         if msg_type == CALLRESULT:
             payload = body.get("Payload")
             if not isinstance(payload, dict):
@@ -118,6 +125,27 @@ def downstream(raw: bytes) -> Frame:
     except EnvelopeError as exc:
         exc.unique_id = uid if exc.unique_id == "-1" else exc.unique_id
         raise
+
+
+def _redelivered(body: dict) -> int:
+    count = body.get(REDELIVERED)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
+
+
+def redelivery(raw: bytes) -> tuple[bytes, int] | None:
+    """A backend CALL marked for publishing again, with its new redelivery count; None when it
+    is no CALL or was redelivered MAX_REDELIVERIES times already (no loop between gateways)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict) or body.get("MessageTypeId") != CALL:
+        return None
+    count = _redelivered(body) + 1
+    if count > MAX_REDELIVERIES:
+        return None
+    body[REDELIVERED] = count
+    return orjson.dumps(body), count
 
 
 def excerpt(raw: bytes) -> str:

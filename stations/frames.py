@@ -34,6 +34,7 @@ class Frame:
     code: str | None = None
     description: str = ""
     details: dict = field(default_factory=dict)
+    redelivered: int = 0  # a backend CALL the gateway published again (stations/inbox.py)
 
     @property
     def is_error(self) -> bool:

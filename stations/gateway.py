@@ -96,6 +96,7 @@ class Gateway:
             self.node,
             on_claim=lambda *claim: self.registry.on_claim(*claim),
             on_kick=lambda *kick: self.registry.on_kick(*kick),
+            held=lambda: self.registry.claims(),
         )
         self.registry = Registry(self.bridge, self.cluster, self.rules)
         self._tasks: list[asyncio.Task] = []

@@ -10,6 +10,15 @@ MQTT 5 tells the subscriptions apart by subscription id, and one process of the 
 RabbitMQ and NATS offer no shared subscriptions): every process then subscribes the fleet-wide
 downstream filter instead of one per station, tells messages apart by topic, and the first live
 node by name answers for stations held nowhere, so the answer never depends on `$share`.
+
+The process that answers for a station held nowhere (the `$share` watcher, or the 3.1.1 answerer)
+keeps the CALL for OFFLINE_GRACE_S instead of deciding at once: a station between two sockets
+(its node just died, or it is reconnecting) may be connecting elsewhere right now, and the node
+that gets it subscribed after the CALL was published. When the station shows up connected
+(its presence, or held here) the CALL is published again on its downstream topic, marked
+(envelopes.REDELIVERED) so that its holder sends it once even if it got the backend's own copy
+too (calls.BackendCalls.seen); when the grace runs out with the station still nowhere it is
+answered `offline`. Presence of a node whose Will was seen counts as nowhere.
 """
 
 import datetime
@@ -18,14 +27,17 @@ import logging
 import orjson
 from django.db import DatabaseError
 
-from stations import identity, topics
-from stations.bridge import ROUTED_SUB_ID, WATCH_SUB_ID
+from stations import envelopes, identity, topics
+from stations.bridge import ROUTED_SUB_ID, WATCH_SUB_ID, Bridge
 from stations.conversation import answer_offline
 
 log = logging.getLogger("ocppgw.gateway")
 
 PRESENCE_SUB_ID, NODES_SUB_ID = 3, 4
 OFFLINE_GRACE_S = 0.5  # a station may be connecting right now somewhere: look again first
+MAX_KEPT = 10000  # CALLs kept through their grace at once; past it, decided on arrival
+MAX_DEAD_NODES = 1000
+SUBSCRIBED_S = 2.0  # a connection registered this long ago surely has its subscription
 NODES_PREFIX = "ocpp/gw/nodes/"
 NODES_FILTER = NODES_PREFIX + "+"
 
@@ -35,6 +47,9 @@ class Inbox:
         self.gw = gw  # the composition root: registry, rules, bridge, loop, node
         self.presence: dict[str, dict] = {}  # cid_key -> last "connected" event seen on the broker
         self.nodes: set[str] = set()  # nodes whose retained status says online (3.1.1 election)
+        self.dead: dict[str, None] = {}  # nodes whose Will was seen (until they are back online)
+        self.kept: dict[str, list[Kept]] = {}  # cid_key -> CALLs for it, held nowhere, in order
+        self.kept_count = 0
         self._matcher = topics.matcher(gw.settings.OCPPGW_DOWNSTREAM_TOPIC)
         self._presence_matcher = topics.matcher(gw.settings.OCPPGW_PRESENCE_TOPIC)
         self.fleet_filter = ""  # MQTT 3.1.1: the one downstream subscription of every process
@@ -111,18 +126,71 @@ class Inbox:
 
     def _watch(self, topic, payload, props) -> None:
         cid = self._cid_of(topic)
-        if cid is None or self._held_anywhere(identity.key(cid)):
+        if cid is None:
             return
-        self.gw.loop.call_later(OFFLINE_GRACE_S, self._offline_if_still, cid, payload, props)
+        cid_key = identity.key(cid)
+        held = self.gw.registry.get(cid_key)
+        if held is not None:
+            # MQTT 5: Mosquitto sends a held station's CALL twice to a process that is also its
+            # watcher (once per subscription, shared ones apart), and the routed copy came or
+            # comes. Only a connection this young may have subscribed after the publish: for
+            # it the CALL is kept, and decided unless that connection got the routed copy
+            if self.gw.loop.time() - held.started >= SUBSCRIBED_S or _marked(payload):
+                return  # (a copy published again went to the same subscription)
+        elif self._held_anywhere(cid_key):
+            return  # its holder's subscription took it
+        kept = Kept(topic, cid, payload, props, held)
+        if self.kept_count >= MAX_KEPT:
+            self._decide(cid_key, kept)
+            return
+        kept.timer = self.gw.loop.call_later(OFFLINE_GRACE_S, self._grace_over, cid_key, kept)
+        self.kept.setdefault(cid_key, []).append(kept)
+        self.kept_count += 1
 
     def _held_anywhere(self, cid_key: str) -> bool:
+        if cid_key in self.gw.registry:
+            return True
         event = self.presence.get(cid_key)
-        return cid_key in self.gw.registry or bool(event and event.get("status") == "connected")
+        return bool(event and event.get("status") == "connected") and (
+            event.get("node") not in self.dead
+        )
 
-    def _offline_if_still(self, cid, payload, props) -> None:
-        cid_key = identity.key(cid)
+    def _grace_over(self, cid_key: str, kept: "Kept") -> None:
+        waiting = self.kept.get(cid_key)
+        if not waiting or kept not in waiting:
+            return
+        waiting.remove(kept)
+        if not waiting:
+            del self.kept[cid_key]
+        self.kept_count -= 1
+        self._decide(cid_key, kept)
+
+    def _station_seen(self, cid_key: str) -> None:
+        """The station is connected somewhere now: its kept CALLs go to it, in order."""
+        waiting = self.kept.pop(cid_key, None)
+        if not waiting:
+            return
+        self.kept_count -= len(waiting)
+        for kept in waiting:
+            kept.timer.cancel()
+            self._decide(cid_key, kept)
+
+    def _decide(self, cid_key: str, kept: "Kept") -> None:
+        """A kept CALL: publish it again for the station's connection, or answer `offline`."""
+        topic, cid, payload, props = kept.topic, kept.cid, kept.payload, kept.props
+        if kept.holder is not None and kept.holder.backend_calls.saw(_unique_id(payload)):
+            return  # the connection held here got its routed copy: it answers for it
         if not self._held_anywhere(cid_key):
             answer_offline(self.gw, cid, cid_key, payload, props)
+            return
+        again = envelopes.redelivery(payload)
+        if again is None:
+            return  # not a CALL (nothing to answer), or redelivered often enough: its holder has it
+        body, count = again
+        log.info("%s: backend CALL published again for its new connection (%d)", cid, count)
+        bridge = self.gw.bridge
+        forwarded = Bridge.forwarded_properties(props) if bridge.v5 else None
+        bridge.publish(topic, body, properties=forwarded)
 
     def _presence_seen(self, payload: bytes) -> None:
         try:
@@ -133,8 +201,28 @@ class Inbox:
         # only stations connected somewhere are kept: memory follows the live fleet
         if event.get("status") == "connected":
             self.presence[cid_key] = event
+            if cid_key in self.kept:
+                self._station_seen(cid_key)
         else:
-            self.presence.pop(cid_key, None)
+            known = self.presence.get(cid_key)
+            # a "disconnected" of another connection than the one last seen connected is late
+            # (docs/architecture.md): the station is not nowhere for the CALLs decided here
+            if known is None or known.get("connection") == event.get("connection"):
+                self.presence.pop(cid_key, None)
+            self._contradict(cid_key, event)
+
+    def _contradict(self, cid_key: str, event: dict) -> None:
+        """A "disconnected" of another connection of a station held here came after ours: a
+        connection that lost the race late (a node that learned of the newer claim only after
+        its socket closed). Retained presence must not call a live station offline
+        (docs/contract.md, "Presence"): say connected again, for this connection."""
+        held = self.gw.registry.get(cid_key)
+        if held is None or held.finished or event.get("connection") == held.station.connection_id:
+            return
+        st = held.station
+        log.info("%s: late disconnect of connection %s; still connected here", st.cid,
+                 event.get("connection"))  # fmt: skip
+        self.gw.publish_presence(st.cid, "connected", st.connection_id, st.version, "connected")
 
     def _node_seen(self, topic: str, payload: bytes) -> None:
         try:
@@ -148,6 +236,7 @@ class Inbox:
             node = str(event.get("node"))
             if event.get("group", "ocppgw") != self.gw.settings.OCPPGW_SHARE_GROUP:
                 return
+            self.dead.pop(node, None)
             if node not in self.nodes and node != self.gw.node:
                 self.nodes.add(node)
                 # say hello back: a broker that sends retained messages only to exact-topic
@@ -161,6 +250,11 @@ class Inbox:
         self.nodes.discard(dead)
         if dead == gw.node:
             return
+        # its retained presences say "connected" until the survivors' "disconnected" arrive:
+        # meanwhile a CALL for one of its stations must not count as taken (_held_anywhere)
+        self.dead[dead] = None
+        if len(self.dead) > MAX_DEAD_NODES:
+            del self.dead[next(iter(self.dead))]
         # clear the dead node's retained status once handled, so old nodes do not pile up
         gw.bridge.publish(topic, b"", qos=1, retain=True)
         # the node died: its stations are gone; a live reconnect elsewhere is not touched
@@ -174,6 +268,29 @@ class Inbox:
                     f"node {dead} lost",
                 )
         gw.loop.create_task(gw.db.run(_release_node, dead))
+
+
+def _marked(payload: bytes) -> bool:
+    return f'"{envelopes.REDELIVERED}"'.encode() in payload
+
+
+def _unique_id(payload: bytes):
+    try:
+        return orjson.loads(payload).get("UniqueId")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+class Kept:
+    """A backend CALL for a station held nowhere (or by a connection here too young to be sure
+    it was subscribed: `holder`), through its grace."""
+
+    __slots__ = ("cid", "holder", "payload", "props", "timer", "topic")
+
+    def __init__(self, topic, cid, payload, props, holder=None):
+        self.topic, self.cid, self.payload, self.props = topic, cid, payload, props
+        self.holder = holder
+        self.timer = None
 
 
 def _release_node(node: str) -> None:

@@ -54,14 +54,28 @@ class Registry:
             self.bridge.unsubscribe(own)
         return not self.cluster.superseded(st.cid_key, st.claim_seq)
 
-    def on_claim(self, cid_key: str, connection_id: str, seq: int) -> None:
-        """Another process took the station with a newer connection."""
+    def on_claim(self, cid_key: str, connection_id: str, seq: int):
+        """Another process claims the station: close ours if theirs is newer; if ours is newer,
+        return its claim (cid_key, conn, seq) so the other process learns it lost."""
         held = self._held.get(cid_key)
         if held is None:
-            return
+            return None
         st = held.station
-        if st.connection_id != connection_id and st.claim_seq < seq:
+        if st.connection_id == connection_id:
+            return None
+        if st.claim_seq < seq:
             held.replaced()
+            return None
+        if st.claim_seq == seq:  # not ordered: answering could echo between the two for ever
+            return None
+        return st.cid_key, st.connection_id, st.claim_seq
+
+    def claims(self) -> list[tuple[str, str, int]]:
+        """The claim of every held station (re-announced after a Redis outage)."""
+        return [
+            (c.station.cid_key, c.station.connection_id, c.station.claim_seq)
+            for c in self._held.values()
+        ]
 
     def on_kick(self, cid_key: str, reason: str) -> None:
         held = self._held.get(cid_key)

@@ -10,6 +10,7 @@ import pytest
 
 from stations import gateway as gateway_module
 from tests.asgi_station import MARKER, connect, probe_for
+from tests.conftest import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,6 +141,33 @@ async def test_newest_connection_of_a_cid_replaces_the_older_one(
         (second["connection"], "connected"),
     ]
     await new.disconnect()
+
+
+async def test_a_late_disconnect_of_another_connection_is_contradicted(
+    gateway, station_factory, mqtt_probe
+):
+    """Another node's connection of this station, which lost the race, says "disconnected" after
+    this one said "connected": the retained presence must end "connected" (this one)."""
+    station = await station_factory()
+    cid = station.cid
+    probe = await probe_for(mqtt_probe, cid)
+    ws = await connect(cid)
+    live = await probe.arrival(f"ocpp/presence/{cid}")
+    late = {**live, "status": "disconnected", "connection": "0123456789abcdef", "node": "other",
+            "reason": "closed (1006)"}  # fmt: skip
+    probe.publish(f"ocpp/presence/{cid}", late, retain=True)
+
+    def after_late():
+        seen = [b for _, b in probe.snapshot(f"ocpp/presence/{cid}")]
+        return seen[seen.index(late) + 1 :] if late in seen else []
+
+    await until(after_late, 5, "a presence after the late disconnect")
+    assert after_late()[-1]["connection"] == live["connection"]
+    assert after_late()[-1]["status"] == "connected"
+    await ws.disconnect()
+    gone = await probe.arrival(f"ocpp/presence/{cid}", lambda b: b["status"] == "disconnected"
+                               and b["connection"] == live["connection"])  # fmt: skip
+    assert gone["node"] == live["node"]
 
 
 async def test_a_new_event_loop_gets_a_new_gateway(gateway, station_factory):

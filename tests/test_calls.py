@@ -81,3 +81,11 @@ def test_recent_of_size_zero_remembers_nothing():
     for key in "abc":
         small.remember(key, key)
     assert list(small) == ["b", "c"]
+
+
+def test_backend_calls_remember_the_last_ids_seen():
+    table = BackendCalls(ManualClock(), 30, 10, None, None, 0)
+    assert not table.saw("a") and not table.seen("a") and table.seen("a") and table.saw("a")
+    for i in range(calls.SEEN_IDS):
+        table.seen(f"x{i}")
+    assert not table.seen("a")  # forgotten: the window is small and bounded

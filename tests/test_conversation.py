@@ -374,3 +374,18 @@ def test_a_backend_message_leaves_no_station_name_on_the_callers_log_context(clo
     backend(session, reset("b0"))
     assert link.sent[0][:3] == ["CP1", 2, "b0"]  # lines logged handling it carry the station's cid
     assert logs.cid_var.get() == ""
+
+
+async def test_a_redelivered_call_is_sent_once(make_session):
+    # stations/inbox.py publishes a CALL again for a station's new connection, marked; the
+    # connection that got the backend's own copy already must not send it twice
+    session, gw, sent = make_session()
+    backend(session, reset("r1"))
+    backend(session, {**reset("r1"), "Redelivered": 1})  # while r1 is in flight
+    assert [f[1] for f in sent] == ["r1"]
+    session.on_text('[3,"r1",{"status":"Accepted"}]')
+    backend(session, {**reset("r1"), "Redelivered": 2})  # after r1 was answered
+    backend(session, {**reset("r2"), "Redelivered": 1})  # one it never got: it is sent
+    assert [f[1] for f in sent] == ["r1", "r2"]
+    assert [b["UniqueId"] for b in gw.on("reply")] == ["r1"]
+    assert not gw.on("error")

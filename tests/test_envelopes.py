@@ -190,3 +190,14 @@ def test_envelope_error_keeps_the_action_when_known():
 def test_excerpt_is_bounded_and_never_fails_on_bad_utf8():
     assert len(envelopes.excerpt(b"a" * 10000)) == envelopes.EXCERPT_CHARS
     assert envelopes.excerpt(b"\xff ok") == "\ufffd ok"
+
+
+def test_redelivery_marks_a_call_and_stops_after_a_few():
+    raw = b'{"MessageTypeId":2,"UniqueId":"r1","Action":"Reset","Payload":{"type":"Soft"}}'
+    assert envelopes.downstream(raw).redelivered == 0
+    for count in range(1, envelopes.MAX_REDELIVERIES + 1):
+        raw, n = envelopes.redelivery(raw)
+        assert n == count and envelopes.downstream(raw).redelivered == count
+    assert envelopes.redelivery(raw) is None  # no endless loop between gateways
+    assert envelopes.redelivery(b'{"MessageTypeId":3,"UniqueId":"r1","Payload":{}}') is None
+    assert envelopes.redelivery(b"not json") is None

@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,23 @@ class Net:
         """Cut (`down`) or restore (`up`) node i's cable, at the bridge end."""
         _sh("ip", "link", "set", self.veths[i], state)
 
+    def cut(self, i: int, ip: str, port: int) -> None:
+        """Drop node i's traffic to and from ip:port, both ways, inside its namespace (a
+        firewall between that host and the service; nothing is refused, packets just vanish)."""
+        rules = (
+            "table inet ocppgwcut {\n"
+            f" chain out {{ type filter hook output priority 0; ip daddr {ip} tcp dport {port} drop; }}\n"
+            f" chain in {{ type filter hook input priority 0; ip saddr {ip} tcp sport {port} drop; }}\n"
+            "}\n"
+        )
+        subprocess.run(["ip", "netns", "exec", self.ns[i], "nft", "-f", "-"], input=rules,
+                       check=True, capture_output=True, text=True, timeout=30)  # fmt: skip
+
+    def uncut(self, i: int) -> None:
+        if shutil.which("nft"):
+            _sh("ip", "netns", "exec", self.ns[i], "nft", "delete", "table", "inet", "ocppgwcut",
+                check=False)  # fmt: skip
+
     def down(self) -> None:
         for ns, veth in zip(self.ns, self.veths, strict=True):
             _sh("ip", "link", "del", veth, check=False)
@@ -101,7 +119,8 @@ class Services:
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.mqtt_port} {self.ip}\nallow_anonymous true\nuser root\n"
-            "persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n"
+            f"persistence true\npersistence_location {self.dir}/\nmax_queued_messages 0\n"
+            "max_inflight_messages 0\n"
         )
         self.procs["mosquitto"] = subprocess.Popen(
             ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -117,6 +136,7 @@ class Services:
         self.start_mosquitto()
         self.procs["redis"] = subprocess.Popen(
             ["redis-server", "--port", str(self.redis_port), "--bind", self.ip, "--save", "",
+             "--protected-mode", "no",
              "--appendonly", "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -183,9 +203,45 @@ def render_haproxy(bind: str, servers: list[tuple[str, str]]) -> str:
 
 
 class Cluster:
+    """The nodes, shared by every scenario: each scenario starts with `heal()`."""
+
     def __init__(self, workdir, net, services, nodes, lb_port):
         self.dir, self.net, self.services, self.nodes = workdir, net, services, nodes
         self.lb_url = f"ws://127.0.0.1:{lb_port}/ocpp/"
+
+    def heal(self) -> None:
+        """Every cable up, no firewall cut, every node running and ready (a scenario may have
+        killed one: it restarts under the same node name, as a rebooted host would)."""
+        for i, node in enumerate(self.nodes):
+            self.net.link(i, "up")
+            self.net.uncut(i)
+            if node.proc.poll() is not None:
+                node.launch()
+        for node in self.nodes:
+            node.wait_ready(60)
+        # HAProxy marks a node up after two passed checks: until then every station would go to
+        # the others and the scenario would not run on every node
+        wait_until(lambda: self.balanced_nodes() == {n.node for n in self.nodes}, 30,
+                   "HAProxy sends stations to every node")  # fmt: skip
+
+    def balanced_nodes(self) -> set[str]:
+        """The nodes HAProxy currently sends new stations to (status UP)."""
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.dir / "haproxy.sock"))
+            sock.sendall(b"show stat\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            rows = [
+                line.split(",") for line in data.decode().splitlines() if line and line[0] != "#"
+            ]
+            servers = [r for r in rows if len(r) > 17 and r[0] == "gateways" and r[1] != "BACKEND"]
+            return {r[1] for r in servers if r[17] == "UP"}
+        return set()
+
+    def cut_redis(self, i: int) -> None:
+        self.net.cut(i, self.services.ip, self.services.redis_port)
 
 
 @pytest.fixture(scope="session")
@@ -217,7 +273,10 @@ def cluster(tmp_path_factory):
             node.wait_ready(60)
         lb_port = free_port()
         cfg = workdir / "haproxy.cfg"
-        cfg.write_text(render_haproxy(f"127.0.0.1:{lb_port}", [(n.node, n.host) for n in nodes]))
+        text = render_haproxy(f"127.0.0.1:{lb_port}", [(n.node, n.host) for n in nodes])
+        # the suite asks HAProxy which nodes it sends stations to (Cluster.heal)
+        text = text.replace("global\n", f"global\n    stats socket {workdir / 'haproxy.sock'}\n", 1)
+        cfg.write_text(text)
         haproxy = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(cfg)],
                                    stdout=open(workdir / "haproxy.log", "wb"),
                                    stderr=subprocess.STDOUT)  # fmt: skip

@@ -1,122 +1,30 @@
 """Scenario 1 of issue #19: a node is killed (`kill -9`) under 300 stations behind HAProxy."""
 
 import asyncio
-import json
-import random
+import collections
+import contextlib
 import statistics
 import time
 import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
-import websockets
-from websockets.asyncio.client import connect
+
+from tests.cluster.fleet import (
+    STATIONS,
+    Backend,
+    Station,
+    all_connected,
+    overpublished,
+    record,
+    unaccounted,
+    until,
+)
 
 pytestmark = pytest.mark.cluster
-STATIONS = 300
-FIGURES = "/tmp/cluster-figures.jsonl"
-
-
-class Backend:
-    """Records every upstream frame on the broker and answers each CALL (a CALLRESULT)."""
-
-    def __init__(self, services):
-        self.published: dict[str, int] = {}  # UniqueId -> times published
-        self.presence: dict[str, dict] = {}
-        self.errors: list[dict] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"cl-backend-{uuid.uuid4().hex[:6]}")  # fmt: skip
-        self.client.on_connect = lambda c, *_: c.subscribe(
-            [("ocpp/cp/#", 1), ("ocpp/presence/#", 1)]
-        )
-        self.client.on_message = self._on_message
-        self.client.connect(services.ip, services.mqtt_port)
-        self.client.loop_start()
-
-    def _on_message(self, client, _userdata, msg):
-        if msg.topic.startswith("ocpp/presence/"):
-            if msg.payload:
-                self.presence[msg.topic.rsplit("/", 1)[1]] = json.loads(msg.payload)
-            return
-        body = json.loads(msg.payload)
-        if msg.topic.startswith("ocpp/cp/Error/"):
-            self.errors.append(body)
-            return
-        if body.get("MessageTypeId") != 2:
-            return
-        uid = body["UniqueId"]
-        self.published[uid] = self.published.get(uid, 0) + 1
-        cid = msg.topic.split("/")[2]
-        reply = {
-            "MessageTypeId": 3,
-            "UniqueId": uid,
-            "Payload": {"currentTime": "2026-01-01T00:00:00Z"},
-        }
-        client.publish(f"ocpp/cs/{cid}/Reply/Heartbeat", json.dumps(reply), qos=1)
-
-    def stop(self):
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-class Station:
-    """A charge point with firmware-like reconnects: jittered back-off 1-10 s, resend unanswered."""
-
-    def __init__(self, url: str, cid: str, stats: dict):
-        self.url, self.cid, self.stats = url + cid, cid, stats
-        self.connected = asyncio.Event()
-        self.n = 0
-        self.pending: str | None = None  # a CALL sent but not answered: resent after a reconnect
-        self.answered: set[str] = set()
-        self.sent: set[str] = set()
-        self.disconnected_at: float | None = None
-        self.reconnects: list[float] = []
-
-    async def run(self, stop: asyncio.Event):
-        backoff = 1.0
-        while not stop.is_set():
-            try:
-                async with connect(self.url, subprotocols=["ocpp1.6"], open_timeout=10,
-                                   ping_interval=None) as ws:  # fmt: skip
-                    if self.disconnected_at is not None:
-                        self.reconnects.append(time.monotonic() - self.disconnected_at)
-                        self.disconnected_at = None
-                    backoff = 1.0
-                    self.connected.set()
-                    await self._talk(ws, stop)
-            except (TimeoutError, OSError, websockets.WebSocketException):
-                pass
-            self.connected.clear()
-            if self.disconnected_at is None:
-                self.disconnected_at = time.monotonic()
-            if stop.is_set():
-                return
-            await asyncio.sleep(random.uniform(1.0, backoff))
-            backoff = min(10.0, backoff * 2)
-
-    async def _talk(self, ws, stop):
-        while not stop.is_set():
-            if self.pending is None:
-                self.n += 1
-                self.pending = f"{self.cid}-{self.n}"
-            uid = self.pending
-            self.sent.add(uid)
-            await ws.send(json.dumps([2, uid, "Heartbeat", {}]))
-            answer = json.loads(await asyncio.wait_for(ws.recv(), 15))
-            if answer[0] == 3 and answer[1] == uid:
-                self.answered.add(uid)
-                self.pending = None
-            await asyncio.sleep(random.uniform(2.0, 4.0))
-
-
-def _record(name: str, figures: dict) -> None:
-    line = json.dumps({"scenario": name, **figures})
-    print(f"CLUSTER-FIGURES {line}")
-    with open(FIGURES, "a") as out:
-        out.write(line + "\n")
 
 
 async def test_node_killed(cluster):
+    await asyncio.to_thread(cluster.heal)
     backend = Backend(cluster.services)
     stop = asyncio.Event()
     run = uuid.uuid4().hex[:5]
@@ -125,18 +33,7 @@ async def test_node_killed(cluster):
     try:
         await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in stations)), 90)
 
-        async def presence_settled():
-            while (  # noqa: ASYNC110
-                sum(
-                    1
-                    for s in stations
-                    if backend.presence.get(s.cid, {}).get("status") == "connected"
-                )
-                < STATIONS
-            ):
-                await asyncio.sleep(0.2)
-
-        await asyncio.wait_for(presence_settled(), 60)
+        await all_connected(stations, backend)
         victim = cluster.nodes[0]
         held = {s.cid for s in stations if backend.presence[s.cid]["node"] == victim.node}
         assert held, "HAProxy gave the first node no station"
@@ -144,21 +41,41 @@ async def test_node_killed(cluster):
         victim.kill9()
         killed_at = time.monotonic()
 
-        async def all_back():
-            while not all(  # noqa: ASYNC110
-                s.connected.is_set()
+        def moved_back():
+            return [
+                s for s in stations
+                if s.cid in held and s.connected.is_set()
                 and backend.presence.get(s.cid, {}).get("status") == "connected"
                 and backend.presence[s.cid]["node"] != victim.node
-                for s in stations
-                if s.cid in held
-            ):
-                await asyncio.sleep(0.2)
+            ]  # fmt: skip
 
-        await asyncio.wait_for(all_back(), 90)
+        # while the moved stations come back, the backend keeps calling them: each CALL must
+        # reach the station at its new node or be answered `offline` (docs/contract.md)
+        calls: dict[str, str] = {}  # UniqueId -> station
+
+        async def call_moved():
+            wave = 0
+            while True:
+                wave += 1
+                for cid in sorted(held):
+                    calls[f"B{cid}w{wave}"] = cid
+                    backend.call(cid, f"B{cid}w{wave}")
+                await asyncio.sleep(2)
+
+        caller = asyncio.create_task(call_moved())
+        try:
+            await until(lambda: len(moved_back()) == len(held), 90,
+                        lambda: f"moved stations back ({len(moved_back())}/{len(held)})")  # fmt: skip
+        finally:
+            caller.cancel()
         all_back_s = time.monotonic() - killed_at
-        # presence of the last moves settles (checking that backend CALLs to moved stations get
-        # an answer or `offline` is still to be written)
-        await asyncio.sleep(3)
+        for cid in sorted(held):  # one more, once every station is back
+            calls[f"B{cid}after"] = cid
+            backend.call(cid, f"B{cid}after")
+
+        # a CALL queued on a socket that then died is answered within the call timeout (10 s)
+        with contextlib.suppress(AssertionError):
+            await until(lambda: all(backend.outcome(u) for u in calls), 15, "calls settled")
         # retained presence ends right: every station connected, none on the dead node
         final = {s.cid: dict(backend.presence[s.cid]) for s in stations}
     finally:
@@ -168,20 +85,44 @@ async def test_node_killed(cluster):
         await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.sleep(2)  # in-flight publishes arrive
     backend.stop()
-    reconnects = [r for s in stations for r in s.reconnects]
+    reconnects = [r for s in stations for lost, r in s.reconnects if lost >= killed_at]
     sent = sum(len(s.sent) for s in stations)
     answered = {u for s in stations for u in s.answered}
-    lost = [u for u in answered if u not in backend.published]  # acknowledged but never published
+    lost = unaccounted(stations, backend)  # sent, never published nor answered with an error
     dups = sum(n - 1 for n in backend.published.values() if n > 1)
+    outcomes = collections.Counter(str(backend.outcome(uid)) for uid in calls)
+    reached_station = {u for s in stations for u in s.backend_calls}
+    silent = [uid for uid in calls if backend.outcome(uid) is None]
+    delivered_twice = [u for s in stations for u, n in s.backend_calls.items() if n > 1]
+    errors = collections.Counter(e.get("UniqueId") for e in backend.errors)
+    answered_twice = [u for u in calls if backend.replies.get(u, 0) + errors[u] > 1]
     figures = {
         "stations": STATIONS, "moved": len(held), "all_back_s": round(all_back_s, 2),
         "reconnect_p50_s": round(statistics.median(reconnects), 2) if reconnects else None,
         "reconnect_p100_s": round(max(reconnects), 2) if reconnects else None,
         "frames_sent": sent, "published": len(backend.published), "answered": len(answered),
         "resent_after_kill": dups, "lost": len(lost),
+        "backend_calls": len(calls), "backend_call_outcomes": dict(outcomes),
+        "unanswered": len(silent), "delivered_twice": len(delivered_twice),
+        "answered_twice": len(answered_twice),
     }  # fmt: skip
-    _record("node_killed", figures)
+    record("node_killed", figures)
     assert not lost, lost[:5]
+    twice = overpublished(stations, backend)
+    assert not twice, twice[:5]
+    assert set(outcomes) <= {"reached", "offline", "None"}, outcomes
+    # "reached" is the station's own answer, relayed: it really got the CALL
+    assert {u for u in calls if backend.outcome(u) == "reached"} <= reached_station
     for cid, presence in final.items():
         assert presence["status"] == "connected", (cid, presence)
         assert presence["node"] != victim.node, (cid, presence)
+    # each CALL reached the station at its new node or was answered `offline`, never silence
+    # (issue #19; the gateway keeps a CALL for a station held nowhere through its offline
+    # grace and publishes it again if the station reconnects: docs/contract.md §2)
+    assert not silent, (len(silent), silent[:5])
+    assert not delivered_twice, delivered_twice[:5]
+    assert not answered_twice, [
+        (u, backend.replies.get(u), [e["ErrorDetails"] for e in backend.errors
+                                     if e.get("UniqueId") == u])
+        for u in answered_twice[:5]
+    ]  # fmt: skip
