@@ -24,12 +24,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from stations import metrics, mqtt_url
+from stations.subscriptions import Subscriptions
 
 log = logging.getLogger("ocppgw.bridge")
 
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 5.0  # stations should not wait half a minute
 KEEPALIVE_S = 30
-SUBSCRIBE_BATCH = 200  # filters per SUBSCRIBE/UNSUBSCRIBE packet (reconnects, storms)
 READ_BATCH = 100  # packets read per wake-up at most: other sockets get their turn
 ROUTED_SUB_ID, WATCH_SUB_ID = 1, 2  # MQTT 5 subscription identifiers: which filter matched
 
@@ -101,10 +101,7 @@ class Bridge:
         self._buffer: collections.deque[Pending] = collections.deque()
         self._unacked: dict[int, Pending] = {}  # mid -> sent, not yet acknowledged (QoS > 0)
         self._lock = threading.Lock()
-        self._filters: dict[str, tuple[int, int]] = {}  # filter -> (subscription id, QoS)
-        # filters (un)subscribed during this loop turn, sent together at its end (_send_changes)
-        self._changed: dict[str, None] = {}
-        self._changed_waiters: list[asyncio.Future] = []
+        self.subscriptions = Subscriptions(self)
         self._online = online  # (topic, payload) published retained on every connect
         self._tasks: list[asyncio.Task] = []
         self._lost = asyncio.Event()  # the socket closed: the supervisor reconnects
@@ -378,60 +375,14 @@ class Bridge:
     def subscribe(self, topic_filter: str, sub_id: int = ROUTED_SUB_ID, qos=None):
         """Subscribe now and after every reconnect; `qos` defaults to the bridge's QoS.
 
-        The SUBSCRIBE goes out with every other (un)subscription of this loop turn, a few packets
-        for a reconnect storm instead of one per station (bench/README.md, T9). Returns a future
-        done once the packet is queued on the connection, so that whatever is published after
-        awaiting it reaches the broker after the subscription (None while disconnected: the
-        reconnect subscribes every filter before anything is published).
+        Batched with the loop turn's other changes (subscriptions.py). Returns a future done once
+        the SUBSCRIBE is queued on the connection, so that whatever is published after awaiting
+        it reaches the broker after the subscription (None while disconnected).
         """
-        self._filters[topic_filter] = (sub_id, self.qos if qos is None else qos)
-        return self._change(topic_filter)
+        return self.subscriptions.add(topic_filter, sub_id, self.qos if qos is None else qos)
 
     def unsubscribe(self, topic_filter: str) -> None:
-        if self._filters.pop(topic_filter, None) is not None:
-            self._change(topic_filter)
-
-    def _change(self, topic_filter: str):
-        if not self.connected:
-            return None
-        if not self._changed:
-            self.loop.call_soon(self._send_changes)
-        self._changed.pop(topic_filter, None)  # moved to the end: the last change is the one sent
-        self._changed[topic_filter] = None
-        waiter = self.loop.create_future()
-        self._changed_waiters.append(waiter)
-        return waiter
-
-    def _send_changes(self) -> None:
-        """One SUBSCRIBE per (subscription id, QoS) and one UNSUBSCRIBE for this turn's changes.
-
-        A filter unsubscribed and subscribed again within the turn (a station reconnecting) is
-        subscribed once: its state now is what the broker must end up with.
-        """
-        changed, self._changed = self._changed, {}
-        waiters, self._changed_waiters = self._changed_waiters, []
-        if self.connected:  # else the reconnect's _drain subscribes every filter
-            gone = [f for f in changed if f not in self._filters]
-            for i in range(0, len(gone), SUBSCRIBE_BATCH):
-                self.client.unsubscribe(gone[i : i + SUBSCRIBE_BATCH])
-            by_key: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
-            for topic_filter in changed:
-                key = self._filters.get(topic_filter)
-                if key is not None:
-                    by_key[key].append(topic_filter)
-            for key, filters in by_key.items():
-                for i in range(0, len(filters), SUBSCRIBE_BATCH):
-                    self._subscribe_batch(filters[i : i + SUBSCRIBE_BATCH], *key)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _subscribe_batch(self, filters, sub_id, qos) -> None:
-        props = None
-        if self.v5:
-            props = Properties(PacketTypes.SUBSCRIBE)
-            props.SubscriptionIdentifier = sub_id
-        self.client.subscribe([(f, qos) for f in filters], properties=props)
+        self.subscriptions.remove(topic_filter)
 
     # --- paho callbacks (on the loop) ------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -457,12 +408,7 @@ class Bridge:
             return  # lost again already: the next connect drains
         # subscribe here, on the loop where subscribe() runs: a station registering between a
         # snapshot taken on paho's thread and `connected` turning true would lose its filter
-        by_key: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
-        for topic_filter, key in self._filters.items():
-            by_key[key].append(topic_filter)
-        for key, filters in by_key.items():
-            for i in range(0, len(filters), SUBSCRIBE_BATCH):
-                self._subscribe_batch(filters[i : i + SUBSCRIBE_BATCH], *key)
+        self.subscriptions.resubscribe_all()
         if self._online:
             # after the subscriptions: of two nodes starting together, at least one then sees
             # the other's status live (the 3.1.1 election, inbox.py, needs no retained delivery)

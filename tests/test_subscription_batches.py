@@ -20,7 +20,7 @@ async def test_one_subscribe_per_loop_turn_in_place_before_awaiters_resume():
     b.client.subscribe.assert_not_called()  # nothing until the turn ends
     await asyncio.gather(*waiters)
     calls = b.client.subscribe.call_args_list
-    assert [len(c.args[0]) for c in calls] == [200, 200, 50]  # SUBSCRIBE_BATCH per packet
+    assert [len(c.args[0]) for c in calls] == [200, 200, 50]  # subscriptions.BATCH per packet
     assert calls[0].args[0][0] == ("cs/0/in/#", 1)
     assert calls[0].kwargs["properties"].SubscriptionIdentifier == [bridge_mod.ROUTED_SUB_ID]
 
@@ -46,7 +46,7 @@ async def test_disconnected_subscribe_is_left_to_the_reconnect():
     b = _bridge(asyncio.get_running_loop())
     b.connected = False
     assert b.subscribe("a") is None
-    assert "a" in b._filters
+    assert "a" in b.subscriptions.filters
 
 
 class _Pipe:
