@@ -17,7 +17,8 @@ import json
 import shutil
 import subprocess
 import time
-from collections import Counter
+
+import profile_t1
 
 # A handshake's layers. First the ones told by any frame of the stack (the code that was
 # entered decides: the database under the credential check is "credential DB load", the
@@ -54,14 +55,8 @@ def layer_of(stack: str) -> str:
 
 
 def summarise(collapsed: str) -> dict[str, float]:
-    """Share of samples per layer, from py-spy's raw (collapsed) output."""
-    c: Counter = Counter()
-    for line in collapsed.splitlines():
-        stack, _, n = line.rpartition(" ")
-        if stack and n.isdigit() and int(n):
-            c[layer_of(stack)] += int(n)
-    total = sum(c.values()) or 1
-    return {k: round(v / total * 100, 1) for k, v in c.most_common()}
+    """Share of samples per handshake layer, from py-spy's raw (collapsed) output."""
+    return profile_t1.summarise(collapsed, layer_of)
 
 
 def auth_counts(port: int) -> dict:

@@ -42,13 +42,13 @@ def layer_of(stack: str) -> str:
     return "other (stdlib, interpreter)"
 
 
-def summarise(collapsed: str) -> dict[str, float]:
-    """Share of samples per layer, from py-spy's raw (collapsed) output."""
+def summarise(collapsed: str, layer=layer_of) -> dict[str, float]:
+    """Share of samples per layer (`layer`: stack -> name), from py-spy's raw (collapsed) output."""
     c: Counter = Counter()
     for line in collapsed.splitlines():
         stack, _, n = line.rpartition(" ")
         if stack and n.isdigit() and int(n):
-            c[layer_of(stack)] += int(n)
+            c[layer(stack)] += int(n)
     total = sum(c.values()) or 1
     return {k: round(v / total * 100, 1) for k, v in c.most_common()}
 
