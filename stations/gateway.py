@@ -35,7 +35,7 @@ from stations.rules import RuleSet
 log = logging.getLogger("ocppgw.gateway")
 
 
-WARM_QUIET_S = 3.0  # seconds without a handshake in progress before the schemas are compiled
+SCHEMAS_WARMED = "compiled every OCPP schema"  # logged once; memory tests wait for it
 
 
 def default_node() -> str:
@@ -100,6 +100,7 @@ class Gateway:
         )
         self.registry = Registry(self.bridge, self.cluster, self.rules)
         self._tasks: list[asyncio.Task] = []
+        self.warmed = asyncio.Event()  # every schema compiled (_warm)
 
     def _node_status(self, status: str) -> bytes:
         at = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
@@ -116,23 +117,23 @@ class Gateway:
         self.inbox.subscribe(self.bridge, self.settings)
         self.registry.fleet_wide = bool(self.inbox.fleet_filter)
         jobs = [*self.housekeeping.jobs(), self.cluster.run(), metrics.sample_forever(self)]
-        jobs.append(self._warm_when_quiet())
+        jobs.append(self._warm())
         self._tasks = [self.loop.create_task(job) for job in jobs]
 
-    async def _warm_when_quiet(self) -> None:
-        """Compile every schema off the loop once no handshake has run for WARM_QUIET_S.
+    async def _warm(self) -> None:
+        """Compile every schema off the loop as soon as the process serves.
 
-        The boot path's schemas are compiled before listening (ocppgw/edge/serve.py); the rest
-        (~7 CPU-s a process on the shared machine) compiled at start-up took 15-20% of the
-        reconnect storm that follows a restart (bench/README.md, T9). Until then a frame of
-        another action compiles its schema on first use.
+        The boot path's schemas are compiled before listening (ocppgw/edge/serve.py); the rest is
+        ~7 CPU-s a process. Deferring it to a quiet moment (tried: 3 s without a handshake) moved
+        those seconds of GIL-bound work into whatever the process did next, a flood or a churn
+        of stations (tests/reliability), so it runs first; a frame of another action arriving
+        meanwhile compiles its schema on first use.
         """
-        quiet = 0.0
-        while quiet < WARM_QUIET_S:
-            await asyncio.sleep(1.0)
-            quiet = quiet + 1.0 if self.handshaking == 0 else 0.0
+        started = time.monotonic()
         for name in self.settings.OCPPGW_SUBPROTOCOLS:
             await self.loop.run_in_executor(None, validation.warm, name.removeprefix("ocpp"))
+        log.info("%s in %.1f s", SCHEMAS_WARMED, time.monotonic() - started)
+        self.warmed.set()
 
     # --- the port (stations/port.py) ----------------------------------------------------------------
     def publish(self, direction, station: StationInfo, action, frame, body: bytes):

@@ -83,6 +83,13 @@ class RungatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def warmed(self) -> bool:
+        """Every OCPP schema compiled (in the background after start-up, stations/gateway.py): memory
+        measured before that would count the compiled schemas as growth."""
+        from stations.gateway import SCHEMAS_WARMED
+
+        return SCHEMAS_WARMED in self.log()
+
     def rss(self) -> int:
         import psutil
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import until
 from tests.reliability.clients import Station
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +66,7 @@ async def test_overload_is_refused_per_station_memory_bounded_polite_station_ser
         connected = json.loads(await asyncio.to_thread(flood.stdout.readline))
         assert connected["connected"] == FLOODERS, connected
         await asyncio.sleep(2)
+        await until(gw.warmed, 60, "every schema compiled (memory that stays, not the flood's)")
         idle_rss = peak = await asyncio.to_thread(gw.rss)  # 1,001 stations connected, quiet
         flood.stdin.write("go\n")
         flood.stdin.flush()
