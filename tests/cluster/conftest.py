@@ -244,7 +244,7 @@ class Cluster:
         self.net.cut(i, self.services.ip, self.services.redis_port)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory):
     reason = _skip_reason()
     if reason:
