@@ -194,6 +194,14 @@ class Station:
         return None
 
 
+async def halt(stop, tasks) -> None:
+    """End the stations' traffic: set `stop`, cancel the tasks, wait until they are done."""
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def record(name: str, figures: dict) -> None:
     line = json.dumps({"scenario": name, **figures})
     print(f"CLUSTER-FIGURES {line}")

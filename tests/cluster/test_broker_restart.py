@@ -19,6 +19,7 @@ from tests.cluster.fleet import (
     STATIONS,
     Backend,
     Station,
+    halt,
     overpublished,
     record,
     unaccounted,
@@ -56,10 +57,7 @@ async def test_broker_restart(cluster):
                     lambda: f"stations answered again ({len(back())}/{STATIONS})")  # fmt: skip
         all_back_s = time.monotonic() - up_at
     finally:
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await halt(stop, tasks)
     await asyncio.sleep(2)  # in-flight publishes arrive
     backend.stop()
     reconnects = [r for s in stations for lost, r in s.reconnects if lost >= down_at]

@@ -22,6 +22,7 @@ from tests.cluster.fleet import (
     Backend,
     Station,
     all_connected,
+    halt,
     overpublished,
     record,
     unaccounted,
@@ -77,10 +78,7 @@ async def test_node_cut_off(cluster):
         await asyncio.sleep(3)  # whatever the cut node still had to say reaches the broker now
         final = {cid: dict(backend.presence[cid]) for cid in held}
     finally:
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await halt(stop, tasks)
         await asyncio.to_thread(cluster.net.link, victim_i, "up")
     await asyncio.sleep(2)  # in-flight publishes arrive
     backend.stop()

@@ -14,6 +14,7 @@ from tests.cluster.fleet import (
     Backend,
     Station,
     all_connected,
+    halt,
     overpublished,
     record,
     unaccounted,
@@ -79,10 +80,7 @@ async def test_node_killed(cluster):
         # retained presence ends right: every station connected, none on the dead node
         final = {s.cid: dict(backend.presence[s.cid]) for s in stations}
     finally:
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await halt(stop, tasks)
     await asyncio.sleep(2)  # in-flight publishes arrive
     backend.stop()
     reconnects = [r for s in stations for lost, r in s.reconnects if lost >= killed_at]

@@ -18,6 +18,7 @@ from tests.cluster.fleet import (
     Backend,
     Station,
     all_connected,
+    halt,
     overpublished,
     record,
     unaccounted,
@@ -73,10 +74,7 @@ async def test_redis_cut_from_one_node(cluster):
         await asyncio.sleep(2)  # the newest sockets must stay, not be closed in return
         newest_kept = not d1_new.closed.is_set() and not d2_new.closed.is_set()
     finally:
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await halt(stop, tasks)
         await close_all(duplicates)
         cluster.net.uncut(cut_i)
     await asyncio.sleep(2)  # in-flight publishes arrive
