@@ -11,10 +11,12 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY . .
-# collectstatic needs importable settings, not real secrets: a throwaway key for this step only
+# collectstatic needs importable settings, not real secrets: a throwaway key for this step only;
+# compileschemas fills the schema cache (OCPPGW_SCHEMA_CACHE), so containers start warm
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0 \
+    && DJANGO_SECRET_KEY=build-only python manage.py compileschemas \
     && groupadd --system ocppgw && useradd --system --gid ocppgw --home-dir /app ocppgw \
-    && chown -R ocppgw:ocppgw /app/staticfiles
+    && chown -R ocppgw:ocppgw /app/staticfiles /app/.cache
 
 USER ocppgw
 # 33033 stations (OCPPGW_PORT), 8000 portal/admin/API/metrics (OCPPGW_ADMIN_PORT in compose)

@@ -49,6 +49,21 @@ def test_gateway_and_migrate_commands_are_real_commands_with_real_options():
     assert GATEWAY["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
+def test_commands_the_image_build_runs_are_real_commands():
+    run = re.search(r"^RUN DJANGO_SECRET_KEY=.*?(?<!\\)$", DOCKERFILE, re.M | re.S).group(0)
+    steps = [shlex.split(step) for step in run.removeprefix("RUN").replace("\\\n", " ").split("&&")]
+    built = []
+    for argv in steps:
+        while argv and "=" in argv[0]:  # VAR=value prefixes
+            argv = argv[1:]
+        if argv[:2] == ["python", "manage.py"]:
+            _parse(argv)
+            built.append(argv[2])
+    # the schema cache is filled at build and readable by the user the gateway runs as
+    assert built == ["collectstatic", "compileschemas"]
+    assert "/app/.cache" in run.rsplit("chown", 1)[1]
+
+
 def test_ports_match_the_settings_the_proxy_and_the_image():
     env = GATEWAY["environment"]
     port, admin = env["OCPPGW_PORT"], env["OCPPGW_ADMIN_PORT"]
