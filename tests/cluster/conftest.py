@@ -261,8 +261,9 @@ def cluster(tmp_path_factory):
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("OCPPGW_", "DJANGO_"))}
         env = {
             **clean, **services.env, "DEBUG": "true", "PYTHONUNBUFFERED": "1",
-            "OCPPGW_AUTH": "none", "OCPPGW_LOG_LEVEL": "WARNING", "OCPPGW_CALL_TIMEOUT_S": "10",
-            "OCPPGW_BROKER_GRACE_S": "10",
+            "OCPPGW_AUTH": "none", "OCPPGW_CALL_TIMEOUT_S": "10", "OCPPGW_BROKER_GRACE_S": "10",
+            # OCPPGW_CLUSTER_LOG_LEVEL=INFO keeps every node's decisions in its log (workdir)
+            "OCPPGW_LOG_LEVEL": os.environ.get("OCPPGW_CLUSTER_LOG_LEVEL", "WARNING"),
         }  # fmt: skip
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO,
                        env=env, check=True, capture_output=True, timeout=120)  # fmt: skip

@@ -26,7 +26,7 @@ from tests.cluster.fleet import (
     until,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 DOWN_S = 14  # past the 10 s grace
 
 

@@ -29,7 +29,7 @@ from tests.cluster.fleet import (
     until,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 STATIONS = 120  # fewer than scenario 1's 300: CI time is short
 # shorter than issue #19's 30 s: the stations notice a dead cable within 15 s (unanswered CALL)
 # plus back-off, and the cut node's buffered CALLs run out (OCPPGW_CALL_TIMEOUT_S=10) well before

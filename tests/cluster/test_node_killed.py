@@ -21,7 +21,7 @@ from tests.cluster.fleet import (
     until,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
 
 async def test_node_killed(cluster):

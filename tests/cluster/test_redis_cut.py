@@ -27,7 +27,7 @@ from tests.cluster.fleet import (
 from tests.reliability.clients import Station as RawStation
 from tests.reliability.clients import close_all
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 # fewer than scenario 1's 300: this scenario is about coordination, and CI time is short
 STATIONS = 120
 CUT_S = 15  # longer than redis-py's health check (10 s): the listener's own socket is cut too

@@ -480,7 +480,7 @@ def test_hostile_frames_are_published_answered_or_ignored_as_the_contract_says(s
         for version in VERSIONS:
             loop.run_until_complete(harness.run(version, texts))
         rss.append(process.memory_info().rss)
-        sample.extend(texts[:10])  # replayed below under tracemalloc
+        sample.extend(texts[:4])  # replayed below under tracemalloc (3 rounds, slow under it)
 
     try:
         started = time.monotonic()
