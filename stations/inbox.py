@@ -15,10 +15,12 @@ The process that answers for a station held nowhere (the `$share` watcher, or th
 keeps the CALL for OFFLINE_GRACE_S instead of deciding at once: a station between two sockets
 (its node just died, or it is reconnecting) may be connecting elsewhere right now, and the node
 that gets it subscribed after the CALL was published. When the station shows up connected
-(its presence, or held here) the CALL is published again on its downstream topic, marked
+elsewhere (its presence) the CALL is published again on its downstream topic, marked
 (envelopes.REDELIVERED) so that its holder sends it once even if it got the backend's own copy
-too (calls.BackendCalls.seen); when the grace runs out with the station still nowhere it is
-answered `offline`. Presence of a node whose Will was seen counts as nowhere.
+too (calls.BackendCalls.seen); held here, it goes straight to its conversation, marked the same
+way (its own subscription may not be at the broker yet: see _decide); when the grace runs out
+with the station still nowhere it is answered `offline`. Presence of a node whose Will was seen
+counts as nowhere.
 """
 
 import datetime
@@ -187,6 +189,15 @@ class Inbox:
         if again is None:
             return  # not a CALL (nothing to answer), or redelivered often enough: its holder has it
         body, count = again
+        held = self.gw.registry.get(cid_key)
+        if held is not None:
+            # held here: straight to its conversation, not through the broker. Registered in this
+            # loop turn, its SUBSCRIBE goes out only at the turn's end (subscriptions.py): a copy
+            # published now would reach the broker first, go only to the `$share` group, and if
+            # this process got it, _watch would skip it as a marked copy of a station held here
+            log.info("%s: backend CALL handed to its new connection here (%d)", cid, count)
+            held.on_downstream(body, props)
+            return
         log.info("%s: backend CALL published again for its new connection (%d)", cid, count)
         bridge = self.gw.bridge
         forwarded = Bridge.forwarded_properties(props) if bridge.v5 else None

@@ -126,31 +126,58 @@ def test_presence_on_a_dead_node_counts_as_nowhere(fleet):
     assert fleet.offline == ["r2"]
 
 
+def held_here(fleet, cid_key, **attrs):
+    """A conversation in this process's registry; what it was handed: (UniqueId, Redelivered)."""
+    handed = []
+
+    def on_downstream(raw, props):
+        body = json.loads(raw)
+        handed.append((body["UniqueId"], body.get("Redelivered")))
+
+    fleet.gw.registry[cid_key] = SimpleNamespace(on_downstream=on_downstream, **attrs)
+    return handed
+
+
 def test_a_call_seen_by_the_watcher_that_holds_the_station(fleet):
     # MQTT 5: its routed copy took it, unless the connection is so young that its subscription
-    # may have come after the publish: then it is published again (the conversation dedups)
+    # may have come after the publish: then its conversation gets it marked (it dedups)
     fleet.gw.loop.advance(10)
     got_it = SimpleNamespace(saw=lambda uid: uid == "r3")
-    fleet.gw.registry["cp1"] = SimpleNamespace(started=0.0, backend_calls=got_it)
-    fleet.gw.registry["cp2"] = SimpleNamespace(started=9.9, backend_calls=got_it)
-    fleet.gw.registry["cp3"] = SimpleNamespace(started=9.9, backend_calls=got_it)
+    held_here(fleet, "cp1", started=0.0, backend_calls=got_it)
+    cp2 = held_here(fleet, "cp2", started=9.9, backend_calls=got_it)
+    held_here(fleet, "cp3", started=9.9, backend_calls=got_it)
     fleet.call("CP1", "r1")
     fleet.call("CP2", "r2")
     fleet.call("CP3", "r3")  # young, but its routed copy came: it answers for it
     del fleet.gw.registry["cp3"]  # even if it left during the grace
     fleet.gw.loop.advance(OFFLINE_GRACE_S + 0.1)
-    assert redelivered(fleet) == [("ocpp/cs/CP2/Reset", "r2", 1)] and fleet.offline == []
-    _topic, again = fleet.gw.bridge.published[-1]
+    assert cp2 == [("r2", 1)] and fleet.gw.bridge.published == [] and fleet.offline == []
+    # a marked copy another process published (it saw the station's presence) on the watcher
+    # subscription: the routed subscription took it too
+    again = {**json.loads(reset("r4")), "Redelivered": 1}
     fleet.inbox.on_message("ocpp/cs/CP2/Reset", json.dumps(again).encode(), None, [WATCH_SUB_ID])
     fleet.gw.loop.advance(OFFLINE_GRACE_S + 0.1)
-    assert len(redelivered(fleet)) == 1  # its routed copy reached the station: not again
+    assert cp2 == [("r2", 1)] and fleet.gw.bridge.published == []
 
 
-def test_a_station_held_here_when_the_grace_ends_gets_the_call_again(fleet):
+def test_a_station_held_here_when_the_grace_ends_gets_the_call_from_here(fleet):
+    # registered, its presence not back yet and its SUBSCRIBE maybe still queued: a copy
+    # published now could reach the broker before it, go only to the `$share` group, and this
+    # process (its watcher) would skip it as a marked copy of a station held here: silence
     fleet.call("CP1", "r1")
-    fleet.gw.registry["cp1"] = SimpleNamespace()  # its presence is not back yet
+    handed = held_here(fleet, "cp1")
     fleet.gw.loop.advance(OFFLINE_GRACE_S + 0.1)
-    assert redelivered(fleet) == [("ocpp/cs/CP1/Reset", "r1", 1)] and fleet.offline == []
+    assert handed == [("r1", 1)] and fleet.gw.bridge.published == [] and fleet.offline == []
+
+
+def test_a_station_seen_connecting_here_gets_its_calls_from_here_in_order(fleet):
+    fleet.call("CP1", "r1")
+    fleet.call("CP1", "r2")
+    handed = held_here(fleet, "cp1")
+    fleet.seen("CP1", "connected", "a")  # its own presence, back from the broker
+    assert handed == [("r1", 1), ("r2", 1)] and fleet.gw.bridge.published == []
+    fleet.gw.loop.advance(5)
+    assert fleet.offline == [] and fleet.inbox.kept_count == 0
 
 
 def test_memory_is_bounded(fleet, monkeypatch):
