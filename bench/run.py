@@ -606,6 +606,9 @@ def main() -> None:
     ap.add_argument("--scale-idle", type=float, default=30.0, help="idle window, s")
     ap.add_argument("--scale-workers", type=int, default=2, help="load generator processes")
     ap.add_argument("--scale-processes", type=int, default=2, help="rungateway --processes")
+    # 5x the remembered storm's 60 s target: a storm that has not made it by then has failed,
+    # and how far it got is the figure (the rest are counted as failed)
+    ap.add_argument("--scale-storm-limit", type=float, default=300.0, help="storm give-up, s")
     args = ap.parse_args()
     if args.scale:
         import scale

@@ -418,8 +418,9 @@ def metrics_refusals(port: int) -> dict:
     return out
 
 
-def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl: dict) -> dict:
-    """One server through every T9 phase."""
+def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl: dict,
+            save=lambda res: None) -> dict:  # fmt: skip
+    """One server through every T9 phase; `save(res)` after each (a stopped run keeps them)."""
     res = {"name": name, "stations": n}
     gen_pct: dict = {}
     res["generator_pct"] = gen_pct
@@ -459,6 +460,7 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         res["rss_before"] = rss0
         time.sleep(5)  # per-connection start-up work settles
         res["rss_connected"] = run.rss(srv.pid)
+        save(res)
         print(
             f"[{name}] {conn['connected']} in after {res['connect_s']} s; idle {args.scale_idle} s",
             flush=True,
@@ -470,6 +472,7 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         res["idle_cpu_pct"] = round((c1 - c0) / (w1 - w0) * 100, 1)
         # whole generator tree over the idle window (it only answers pings)
         gen_pct["idle"] = round((run.cpu_s(lg.p.pid) - g0) / (w1 - w0) * 100, 1)
+        save(res)
         # traffic
         tag = f"s{time.time_ns() // 1_000_000 % 10**7:07d}:"
         b = run.Bench(args, broker, logs)
@@ -503,30 +506,34 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         res["probe_p99"] = round(pr["p99"], 2) if pr["p99"] is not None else None
         res["probe_lost"] = pr["lost"] if pr["sent"] else None
         res["failed"] = failed
-        # storm, passwords remembered
-        print(f"[{name}] storm (remembered)", flush=True)
-        lg.send("storm")
-        st, res["storm_samples"] = collect(lg, "stormed", 900, srv.pid, run)
+        save(res)
+        # storm, passwords remembered; stations not back within the limit are given up on
+        limit = args.scale_storm_limit
+        print(f"[{name}] storm (remembered), at most {limit:g} s", flush=True)
+        lg.send(f"storm {limit}")
+        st, res["storm_samples"] = collect(lg, "stormed", limit + 120, srv.pid, run)
         res["closed_by_server"] = sum(st.get("closed_by_server", {}).values()) or 0
         gen_pct["storm"] = st.get("cpu_pct_max_worker")
         res["storm_s"] = round(st["t_last"] - st["t_start"], 1)
         res["storm_failed"] = sum(st["errors"].values()) + (n - st["connected"])
         res["storm_errors"], res["storm_refused"] = st["errors"], st["refused"]
         res["rss_after_storm_mib"] = round(run.rss(srv.pid) / MIB, 1)
+        save(res)
         # restart, nothing remembered
         print(f"[{name}] restart, storm (nothing remembered)", flush=True)
         srv.stop()
         if name == "ocppgw":
             srv.forget_verified()  # nothing remembered: not in Redis either
         srv.start(port, processes)
-        lg.send("storm")
-        st, res["cold_samples"] = collect(lg, "stormed", 900, srv.pid, run)
+        lg.send(f"storm {limit}")
+        st, res["cold_samples"] = collect(lg, "stormed", limit + 120, srv.pid, run)
         gen_pct["cold"] = st.get("cpu_pct_max_worker")
         res["cold_s"] = round(st["t_last"] - st["t_start"], 1)
         res["cold_failed"] = sum(st["errors"].values()) + (n - st["connected"])
         res["cold_errors"], res["cold_refused"] = st["errors"], st["refused"]
         if name == "ocppgw":
             res["metrics_refusals"] = metrics_refusals(port)
+        save(res)
         lg.send("close")
         with contextlib.suppress(Exception):
             lg.expect("closed", 120)
@@ -585,6 +592,13 @@ def main(run, args) -> None:
         "servers": {},
     }
     t_start = time.monotonic()
+    partial = run.RESULTS / f"scale-{started}.json"
+
+    def save(res: dict) -> None:
+        """The run so far, rewritten after every phase (the final JSON replaces it)."""
+        data["servers"][res["name"]] = res
+        partial.write_text(json.dumps({**data, "partial": True}, indent=1))
+
     try:
         if args.only in (None, "bare"):
             print(f"== bare, {pl['bare_stations']} stations", flush=True)
@@ -598,6 +612,7 @@ def main(run, args) -> None:
                 run.free_port(),
                 pl["bare_stations"],
                 pl,
+                save,
             )
         if args.only in (None, "ocppgw"):
             print(f"== ocppgw, {n} stations", flush=True)
@@ -607,7 +622,7 @@ def main(run, args) -> None:
             )
             print("  " + g.prepare(n, run.PREFIX), flush=True)
             data["servers"]["ocppgw"] = measure(
-                run, g, "ocppgw", args, broker, logs, run.free_port(), n, pl
+                run, g, "ocppgw", args, broker, logs, run.free_port(), n, pl, save
             )
     finally:
         broker.stop()

@@ -170,9 +170,9 @@ class Worker:
         except (ConnectionClosed, ValueError, IndexError):
             pass
 
-    async def connect_all(self, concurrency: int) -> dict:
+    async def connect_all(self, concurrency: int, limit_s: float | None = None) -> dict:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.args.connect_limit
+        deadline = loop.time() + (limit_s or self.args.connect_limit)
         sem = asyncio.Semaphore(concurrency)
         done_t: list[float] = []
 
@@ -231,8 +231,9 @@ class Worker:
             if ws.close_code is not None and ws.close_code not in (1000,):
                 self.closed[str(ws.close_code)] += 1
 
-    async def storm(self) -> dict:
-        """Drop every socket (no close handshake), then all reconnect at once."""
+    async def storm(self, limit_s: float | None = None) -> dict:
+        """Drop every socket (no close handshake), then all reconnect at once, giving up on the
+        ones not back within `limit_s` (else --connect-limit)."""
         self.count_closed()
         for ws in self.socks.values():
             ws.transport.abort()
@@ -243,7 +244,7 @@ class Worker:
         await asyncio.sleep(0.5)
         self.errors.clear()
         self.refused.clear()
-        out = await self.connect_all(len(self.indices))
+        out = await self.connect_all(len(self.indices), limit_s)
         return out | {"errors": dict(self.errors), "refused": dict(self.refused)}
 
     async def run(self, conn) -> None:
@@ -269,7 +270,8 @@ class Worker:
             elif cmd[0] == "traffic":
                 conn.send({"event": "done", **await self.traffic(float(cmd[1]), cmd[2])})
             elif cmd[0] == "storm":
-                conn.send({"event": "stormed", **await self.storm()})
+                limit_s = float(cmd[1]) if len(cmd) > 1 else None
+                conn.send({"event": "stormed", **await self.storm(limit_s)})
             elif cmd[0] == "close":
                 self.count_closed()
                 await asyncio.gather(
