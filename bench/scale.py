@@ -369,6 +369,13 @@ def collect(lg, final: str, timeout: float, srv_pid: int, run) -> tuple[dict, li
             last_t, last_c = now, c
 
 
+def _failed(st: dict, n: int) -> int:
+    """Stations not back after a storm plus failed attempts of those that are ("gave up" is
+    counted once, as a station not back)."""
+    attempts = sum(v for k, v in st["errors"].items() if k != "gave up")
+    return attempts + (n - st["connected"])
+
+
 def capacity_refusal(g, run, port: int) -> dict:
     """Past capacity as a station sees it: ocppgw (one process, same database, no Redis) with
     OCPPGW_MAX_STATIONS=1 holds station 0; station 1 must get HTTP 503 with Retry-After, and
@@ -515,7 +522,7 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         res["closed_by_server"] = sum(st.get("closed_by_server", {}).values()) or 0
         gen_pct["storm"] = st.get("cpu_pct_max_worker")
         res["storm_s"] = round(st["t_last"] - st["t_start"], 1)
-        res["storm_failed"] = sum(st["errors"].values()) + (n - st["connected"])
+        res["storm_failed"] = _failed(st, n)
         res["storm_errors"], res["storm_refused"] = st["errors"], st["refused"]
         res["rss_after_storm_mib"] = round(run.rss(srv.pid) / MIB, 1)
         save(res)
@@ -529,7 +536,7 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         st, res["cold_samples"] = collect(lg, "stormed", limit + 120, srv.pid, run)
         gen_pct["cold"] = st.get("cpu_pct_max_worker")
         res["cold_s"] = round(st["t_last"] - st["t_start"], 1)
-        res["cold_failed"] = sum(st["errors"].values()) + (n - st["connected"])
+        res["cold_failed"] = _failed(st, n)
         res["cold_errors"], res["cold_refused"] = st["errors"], st["refused"]
         if name == "ocppgw":
             res["metrics_refusals"] = metrics_refusals(port)

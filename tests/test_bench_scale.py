@@ -216,3 +216,10 @@ def test_connected_is_judged_against_each_servers_own_station_count():
     rows = scale.rows({"ocppgw": _good(stations=N), "bare": bare}, N)
     row = _row(rows, "T9 stations connected")
     assert row["bare pass"] is True and row["ocppgw pass"] is True
+
+
+def test_a_storm_counts_each_station_not_back_once():
+    # 3 stations gave up at the limit (one "gave up" each) and 2 attempts failed on the way
+    st = {"connected": N - 3, "errors": {"gave up": 3, "TimeoutError": 2}}
+    assert scale._failed(st, N) == 5
+    assert scale._failed({"connected": N, "errors": {}}, N) == 0
