@@ -8,10 +8,9 @@ class StationsConfig(AppConfig):
     def ready(self):
         from django.conf import settings
 
-        from stations import signals, validation  # signals: connects the credential handlers
+        import stations.signals  # noqa: F401 - connects the credential-change handlers
+        from stations import validation
         from stations.schema_cache import SchemaCache
-
-        del signals
 
         if settings.OCPPGW_SCHEMA_CACHE:  # compiled validators shared by every start
             validation.use_cache(SchemaCache(settings.OCPPGW_SCHEMA_CACHE))

@@ -125,10 +125,10 @@ class Gateway:
 
         The boot path's schemas are compiled before listening (ocppgw/edge/serve.py); the rest is
         ~0.1 s loaded from the schema cache (stations/schema_cache.py), ~2.6 CPU-s compiled
-        without it (7 s on a busy machine). Deferring it to a quiet moment (tried: 3 s without a handshake) moved
-        those seconds of GIL-bound work into whatever the process did next, a flood or a churn
-        of stations (tests/reliability), so it runs first; a frame of another action arriving
-        meanwhile compiles its schema on first use.
+        without it (7 s on a busy machine). Deferring it to a quiet moment (tried: 3 s without a
+        handshake) moved those seconds of GIL-bound work into whatever the process did next, a
+        flood or a churn of stations (tests/reliability), so it runs first; a frame of another
+        action arriving meanwhile compiles its schema on first use.
         """
         started = time.monotonic()
         for name in self.settings.OCPPGW_SUBPROTOCOLS:

@@ -3,7 +3,7 @@
 Generating and byte-compiling the ~580 validators of the three OCPP versions costs ~2.6 CPU-s a
 process on an idle core (7 s on a busy 2-core machine, docs/performance.md): every restart, every
 `--processes` child and every node of a deploy paid it while its stations reconnected. Loaded
-back as marshalled code objects they take ~0.03 s. An entry is named by the hash of everything
+back as marshalled code objects they take ~0.1 s. An entry is named by the hash of everything
 its code depends on (the schema as compiled, fastjsonschema's version and options, the
 interpreter's bytecode magic), so any change compiles afresh and nothing is invalidated by hand.
 
