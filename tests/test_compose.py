@@ -39,6 +39,12 @@ def test_every_gateway_environment_key_is_a_setting_and_documented():
         assert f"`{key}`" in README, f"{key} is not in the README's settings table"
 
 
+def test_every_setting_the_code_reads_is_in_the_readme():
+    assert len(config.KEYS) > 50  # settings.py was read (pytest-django loads it)
+    missing = sorted(key for key in config.KEYS if f"`{key}`" not in README)
+    assert not missing, f"not in the README's settings: {missing}"
+
+
 def test_gateway_and_migrate_commands_are_real_commands_with_real_options():
     options = _parse(GATEWAY["command"])
     assert options.processes >= 2
