@@ -77,6 +77,7 @@ def auth_counts(port: int) -> dict:
 
 def main() -> None:
     import gateway as gw
+    import procs
     import run
     import scale
 
@@ -110,7 +111,7 @@ def main() -> None:
     out: dict = {"n": args.n, "processes": args.processes, "env": args.env, "phases": {}}
 
     def phase(name: str, lg, word: str, event: str) -> None:
-        pids = [p.pid for p in run.tree(g.pid)]
+        pids = [p.pid for p in procs.tree(g.pid)]
         spies = []
         if not args.no_spy:
             for pid in pids:
