@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--no-spy", action="store_true", help="storms only, no profile")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
+    ap.add_argument("--storm-limit", type=float, help="a storm gives up after this many s")
+    ap.add_argument("--no-cold", action="store_true", help="skip the storm after a restart")
     ap.add_argument("--db", default="postgres")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     args = ap.parse_args()
@@ -140,6 +142,7 @@ def main() -> None:
         res = {
             "stations": ev["connected"],
             "wall_s": round(wall, 2),
+            "first_back_s": round(ev.get("t_first", ev["t_start"]) - ev["t_start"], 2),
             "per_s": round(ev["connected"] / wall) if wall else None,
             "errors": ev.get("errors", {}),
             "refused": ev.get("refused", {}),
@@ -159,11 +162,13 @@ def main() -> None:
             lg.expect("ready", 60)
             phase("connect", lg, "connect", "connected")
             time.sleep(3)
-            phase("remembered", lg, "storm", "stormed")
-            g.stop()
-            g.forget_verified()  # nothing remembered: not in Redis either
-            g.start(port, args.processes)
-            phase("cold", lg, "storm", "stormed")
+            storm = "storm" + (f" {args.storm_limit}" if args.storm_limit else "")
+            phase("remembered", lg, storm, "stormed")
+            if not args.no_cold:
+                g.stop()
+                g.forget_verified()  # nothing remembered: not in Redis either
+                g.start(port, args.processes)
+                phase("cold", lg, storm, "stormed")
             lg.send("close")
             lg.expect("closed", 120)
         finally:

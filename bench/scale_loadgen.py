@@ -31,10 +31,12 @@ import time
 from collections import Counter
 
 import orjson
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+import wsclient
 
-PORTS_PER_ADDRESS = 25000  # of the ~28,000 ephemeral ports (32768-60999), a margin kept
+# clients per loopback source address, of its ~28,000 ephemeral ports (32768-60999): connect()
+# searches past every port of the address already in use towards the server, so fewer per address
+# keep that search short (real stations have an address each)
+PORTS_PER_ADDRESS = 5000
 RETRYABLE_HTTP = {503}
 RETRYABLE_CLOSE = {1013}
 
@@ -109,14 +111,21 @@ class Worker:
         self.sent = 0
         self.send_errors = 0
         self.answered = 0
-        self.probe_task = None
-        hostport = args.url.split("://", 1)[1].split("/", 1)[0]
+        # a storm reconnects from the next block of source addresses: the dropped connections'
+        # ports stay in TIME_WAIT on this side (it closed first) for a minute, and connecting
+        # from the same addresses searched past all of them (a 30,000 storm waited ~8 s on it)
+        self.epoch = 0
+        hostport, _, path = args.url.split("://", 1)[1].partition("/")
+        self.path = "/" + path.rstrip("/")
         self.host, port = hostport.rsplit(":", 1)
         self.port = int(port)
 
     def headers(self, cid: str) -> dict:
         pw = self.args.password.format(cid=cid)
-        return {"Authorization": "Basic " + base64.b64encode(f"{cid}:{pw}".encode()).decode()}
+        return {
+            "Sec-WebSocket-Protocol": "ocpp1.6",
+            "Authorization": "Basic " + base64.b64encode(f"{cid}:{pw}".encode()).decode(),
+        }
 
     async def open_one(self, i: int, deadline: float):
         """Connect station i, retrying with back-off until it is in or the deadline passes."""
@@ -126,29 +135,28 @@ class Worker:
         while True:
             attempt += 1
             try:
+                per = self.args.per_address
+                first = 2 + self.epoch * addresses_needed(self.args.n, per)
                 sock = await asyncio.wait_for(
-                    source_socket(source_address(i, self.args.per_address), self.host, self.port),
+                    source_socket(source_address(i, per, first), self.host, self.port),
                     self.args.open_timeout,
                 )
-                ws = await connect(
-                    f"{self.args.url.rstrip('/')}/{cid}",
-                    sock=sock,
-                    subprotocols=["ocpp1.6"],
-                    additional_headers=self.headers(cid),
-                    compression=None,
-                    ping_interval=None,
-                    open_timeout=self.args.open_timeout,
-                    close_timeout=2,
-                    write_limit=4096,
+                ws = await asyncio.wait_for(
+                    wsclient.open_station(
+                        sock,
+                        f"{self.host}:{self.port}",
+                        f"{self.path}/{cid}",
+                        self.headers(cid),
+                        self.answer if i == 0 else None,
+                    ),
+                    self.args.open_timeout,
                 )
-                if i == 0:
-                    self.probe_task = asyncio.create_task(self.answer(ws))
                 return ws
-            except InvalidStatus as exc:
-                code = exc.response.status_code
+            except wsclient.Refused as exc:
+                code = exc.status
                 (self.refused if code in RETRYABLE_HTTP else self.errors)[f"http {code}"] += 1
-            except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd else None
+            except wsclient.ClosedInHandshake as exc:
+                code = exc.code
                 (self.refused if code in RETRYABLE_CLOSE else self.errors)[f"close {code}"] += 1
             except Exception as exc:  # reset, timeout, refused: a failure (then retried)
                 err = getattr(exc, "errno", None)
@@ -159,16 +167,15 @@ class Worker:
                 return None
             await asyncio.sleep(backoff(attempt))
 
-    async def answer(self, ws) -> None:
+    def answer(self, ws, text: str) -> None:
         """Station 0: answer every CALL (the backend round-trip probe)."""
         try:
-            async for text in ws:
-                frame = orjson.loads(text)
-                if frame[0] == 2:
-                    await ws.send(orjson.dumps([3, frame[1], {"status": "Accepted"}]).decode())
-                    self.answered += 1
-        except (ConnectionClosed, ValueError, IndexError):
-            pass
+            frame = orjson.loads(text)
+        except ValueError:
+            return
+        if isinstance(frame, list) and len(frame) > 1 and frame[0] == 2:
+            if ws.send(orjson.dumps([3, frame[1], {"status": "Accepted"}]).decode()):
+                self.answered += 1
 
     async def connect_all(self, concurrency: int, limit_s: float | None = None) -> dict:
         loop = asyncio.get_running_loop()
@@ -191,6 +198,8 @@ class Worker:
             "connected": len(self.socks),
             "t_start": t0,
             "t_last": max(done_t) if done_t else t0,
+            # the first handshake back: a storm's gap before anything completes
+            "t_first": min(done_t) if done_t else t0,
             "cpu_s": cpu_now() - c0,
             "wall_s": t1 - t0,
         }
@@ -208,12 +217,9 @@ class Worker:
             lag = max(lag, (due - k) / rate)
             while k < due:
                 ws = socks[k % len(socks)]
-                try:
-                    await ws.send(
-                        f'[2,"{tag}{self.wid}-{k}.{time.monotonic_ns()}","Heartbeat",{{}}]'
-                    )
+                if ws.send(f'[2,"{tag}{self.wid}-{k}.{time.monotonic_ns()}","Heartbeat",{{}}]'):
                     self.sent += 1
-                except ConnectionClosed:
+                else:
                     self.send_errors += 1
                 k += 1
             await asyncio.sleep(0.005)
@@ -237,9 +243,8 @@ class Worker:
         self.count_closed()
         for ws in self.socks.values():
             ws.transport.abort()
-        if self.probe_task:
-            self.probe_task.cancel()
         self.socks = {}
+        self.epoch += 1
         self.progress[self.wid] = 0
         await asyncio.sleep(0.5)
         self.errors.clear()
@@ -298,7 +303,7 @@ def merge(evs: list[dict]) -> dict:
         for k, v in ev.items():
             if k == "event":
                 continue
-            if k == "t_start":
+            if k in ("t_start", "t_first"):
                 out[k] = min(out.get(k, v), v)
             elif k in ("t_last", "wall_s", "lag_max_s"):
                 out[k] = max(out.get(k, v), v)

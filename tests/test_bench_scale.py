@@ -107,6 +107,11 @@ def test_source_addresses_spread_clients_within_the_port_range():
     assert lg.PORTS_PER_ADDRESS < 28000
     with pytest.raises(ValueError):
         lg.source_address(253 * 1000, per_address=1000)
+    # each storm reconnects from the next block: 50,000 stations and both storms fit
+    block = lg.addresses_needed(50000)
+    assert lg.source_address(0, first=2 + block) == f"127.0.0.{2 + block}"
+    assert lg.source_address(49999, first=2 + 2 * block) == f"127.0.0.{1 + 3 * block}"
+    assert 1 + 3 * block < 255
 
 
 def test_deal_gives_every_station_to_exactly_one_worker():

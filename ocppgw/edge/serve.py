@@ -16,7 +16,11 @@ from django.conf import settings
 
 log = logging.getLogger("ocppgw.rungateway")
 
-LISTEN_BACKLOG = 2048  # Daphne's default of 50 drops connections in a reconnect storm
+# Connections the kernel completes and queues for accept(). Past it a reconnect storm's SYNs are
+# dropped and their stations wait out TCP's SYN back-off (1, 3, 7, 15 s) with the gateway idle:
+# 15 s of a 30,000-station storm here (bench/README.md, T9). The kernel caps it at
+# net.core.somaxconn (docs/deploy notes in README.md, "Many stations on one node").
+LISTEN_BACKLOG = 65535
 ADMIN_BACKLOG = 128
 CONNECT_TIMEOUT_S = 60  # longer than an uncached password check queued behind others
 SHUTDOWN_TIMEOUT_S = 20  # the graceful steps; then the reactor stops regardless
