@@ -131,7 +131,7 @@ async def main(args: argparse.Namespace) -> None:
         # Pings as ocppgw's defaults (30 s / 30 s) so idle CPU compares like with like.
         async with serve(
             handle, args.host, args.port, subprotocols=SUBPROTOCOLS, process_request=refuse_bad_path,
-            backlog=2048, ping_interval=30, ping_timeout=30, max_size=1 << 20,
+            backlog=65535, ping_interval=30, ping_timeout=30, max_size=1 << 20,
         ):  # fmt: skip
             print(f"bare listening on {args.host}:{args.port}", flush=True)
             await stop

@@ -29,6 +29,30 @@ log_dest stderr
 """
 
 
+# The kernel's caps on a listening socket's queues: a server's listen(backlog) gets at most
+# somaxconn, and SYNs past tcp_max_syn_backlog wait out TCP's retransmission back-off
+LISTEN_SYSCTLS = ("/proc/sys/net/core/somaxconn", "/proc/sys/net/ipv4/tcp_max_syn_backlog")
+
+
+@contextlib.contextmanager
+def listen_queues(want: int = 65535):
+    """Raise the listen queue caps to `want` for the run where allowed (root in this network
+    namespace), as a node holding tens of thousands of stations is set up; restored after.
+    Yields the values in force, for the report."""
+    before = {}
+    for path in map(Path, LISTEN_SYSCTLS):
+        with contextlib.suppress(OSError, ValueError):
+            before[path] = int(path.read_text())
+            if before[path] < want:
+                path.write_text(str(want))
+    try:
+        yield {path.name: int(path.read_text()) for path in before}
+    finally:
+        for path, value in before.items():
+            with contextlib.suppress(OSError):
+                path.write_text(str(value))
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:

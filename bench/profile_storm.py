@@ -76,7 +76,6 @@ def auth_counts(port: int) -> dict:
 
 
 def main() -> None:
-    import gateway as gw
     import procs
     import run
     import scale
@@ -99,6 +98,16 @@ def main() -> None:
     logs = run.RESULTS / f"storm-{started}-logs"
     logs.mkdir()
     scale.raise_nofile(2 * args.n + 16384)
+    with procs.listen_queues() as kernel:
+        _run(args, spy, started, logs, kernel)
+
+
+def _run(args, spy, started, logs, kernel) -> None:
+    import gateway as gw
+    import procs
+    import run
+    import scale
+
     broker = run.Broker(logs, None)
     g = gw.Gateway(logs, broker.url, args.db, args.redis_url)
     g.env.update(kv.split("=", 1) for kv in args.env)
@@ -110,7 +119,8 @@ def main() -> None:
     argv = ["scale_loadgen.py", "--url", f"ws://127.0.0.1:{port}/ocpp/", "-n", str(args.n)]
     argv += ["--workers", str(args.workers), "--prefix", run.PREFIX]
     argv += ["--password", scale.SCALE_PASSWORD, "--per-station-rate", "0.05"]
-    out: dict = {"n": args.n, "processes": args.processes, "env": args.env, "phases": {}}
+    out: dict = {"n": args.n, "processes": args.processes, "env": args.env, "kernel": kernel}
+    out["phases"] = {}
 
     def phase(name: str, lg, word: str, event: str) -> None:
         pids = [p.pid for p in procs.tree(g.pid)]

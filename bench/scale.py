@@ -507,7 +507,7 @@ print(f"created {{N}} stations in {{time.monotonic() - t:.1f}} s")
 
 def main(run, args) -> None:
     """The whole scale run: bare, then ocppgw; table, JSON and SVG plots under bench/results/."""
-    import gateway as gw
+    import procs
 
     n = args.scale_stations
     started = time.strftime("%Y%m%d-%H%M%S")
@@ -516,11 +516,19 @@ def main(run, args) -> None:
     logs.mkdir()
     nofile = raise_nofile(2 * n + 16384)
     pl = plan(n, nofile, args.scale_workers, args.scale_processes)
+    with procs.listen_queues() as kernel:
+        _main(run, args, n, started, logs, nofile, pl, kernel)
+
+
+def _main(run, args, n, started, logs, nofile, pl, kernel) -> None:
+    import gateway as gw
+
     broker = run.Broker(logs, args.mqtt_url)
     data = {
         "started": started,
         "options": vars(args),
         "nofile": nofile,
+        "kernel": kernel,
         "plan": pl,
         "machine": {"cpus": os.cpu_count(), "python": os.sys.version.split()[0]},
         "servers": {},
@@ -568,7 +576,7 @@ def main(run, args) -> None:
     print(table(data["table"]))
     print(
         f"\n{n} stations, {args.scale_duration} s traffic at {args.scale_rate} msg/s each; "
-        f"elapsed {data['elapsed_s']} s; fd limit {nofile} per process; plan {pl}"
+        f"elapsed {data['elapsed_s']} s; fd limit {nofile} per process; plan {pl}; {kernel}"
     )
     for name, res in data["servers"].items():
         print(

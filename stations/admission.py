@@ -81,6 +81,31 @@ async def admit(gw, scope) -> Refused | Admitted:
     return Admitted(station, address, echoed, no_version)
 
 
+def refuse_early(gw, raw_path: bytes, authorization: bytes | None) -> Refusal | None:
+    """A retryable refusal decided from the request line and one header, before the application.
+
+    A storm's refused stations come back within seconds, and each refusal made by admit() cost
+    a whole ASGI application (bench/README.md, T9); this one costs a dict lookup. Only the two
+    "not now" answers, and only when certain without I/O: the process is full, or its password
+    checks are queued past their bound and this password is not remembered here (one another
+    process verified is refused too: it is retryable). Everything else is left to admit().
+    """
+    full = len(gw.registry) + gw.handshaking >= gw.max_stations
+    if not full and not gw.gatekeeper.backlogged():
+        return None
+    cid, problem = identity.parse_path(raw_path)
+    if problem or not cid or identity.validate(cid):
+        return None  # admit() refuses it with the rule it broke
+    cid_key = identity.key(cid)
+    if cid_key in gw.registry:
+        return None  # a station held here replaces its connection: never refused
+    if full:
+        return Refusal("capacity", f"gateway full ({gw.max_stations} stations per process)")
+    if gw.settings.OCPPGW_AUTH != "none" and not gw.gatekeeper.remembers(cid_key, authorization):
+        return Refusal("auth_backlog", "too many handshakes waiting: retry later")
+    return None
+
+
 @database_sync_to_async
 def _station_for(cid: str, cid_key: str) -> auth.Credentials:
     """OCPPGW_AUTH=none: stations appear on first connect."""

@@ -83,6 +83,11 @@ class CredentialCache:
         self.misses += 1
         return None
 
+    def knows(self, cid_key: str, password: str) -> bool:
+        """Whether a valid verification is remembered, without counting a hit or a miss."""
+        entry = self._entries.get(self._digest(cid_key, password))
+        return entry is not None and entry.expires > time.monotonic()
+
     def put(self, password: str, credentials: Credentials) -> None:
         if self.ttl <= 0:
             return
@@ -133,29 +138,31 @@ def equalize_timing(password: str) -> None:
 
 def load_credentials(cid_key: str) -> Credentials | None:
     """The station's credentials from the database (sync: run it off the event loop)."""
+    return load_many([cid_key]).get(cid_key)
+
+
+def load_many(cid_keys) -> dict[str, Credentials]:
+    """The credentials of the stations that exist among `cid_keys`, in one query (sync)."""
     from stations.models import Station
 
-    row = (
-        Station.objects.filter(cid_key=cid_key)
-        .values_list(
-            "id",
-            "cid",
-            "enabled",
-            "user__is_active",
-            "security_profile",
-            "user__password",
-            "previous_password",
-            "previous_password_until",
-            "validation_policy",
+    rows = Station.objects.filter(cid_key__in=list(cid_keys)).values_list(
+        "id",
+        "cid",
+        "cid_key",
+        "enabled",
+        "user__is_active",
+        "security_profile",
+        "user__password",
+        "previous_password",
+        "previous_password_until",
+        "validation_policy",
+    )
+    return {
+        key: Credentials(
+            sid, cid, key, enabled, bool(active), profile, password or "", previous, until, policy
         )
-        .first()
-    )
-    if row is None:
-        return None
-    sid, cid, enabled, active, profile, password, previous, until, policy = row
-    return Credentials(
-        sid, cid, cid_key, enabled, bool(active), profile, password or "", previous, until, policy
-    )
+        for sid, cid, key, enabled, active, profile, password, previous, until, policy in rows
+    }
 
 
 SHARED_PREFIX = (

@@ -9,7 +9,6 @@ answers HTTP 503 with Retry-After.
 
 import asyncio
 import logging
-import random
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -67,10 +66,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if isinstance(verdict, admission.Refused) and refusals.retryable(verdict.reason):
             log.info("refused %r: %s", verdict.cid, verdict.reason)
             metrics.refused(verdict.reason)
-            after = gw.settings.OCPPGW_RETRY_AFTER_S
-            # a random 1-2x: stations refused together do not all come back together
+            after = refusals.retry_after(gw.settings.OCPPGW_RETRY_AFTER_S)
             close = {"type": "websocket.close", "code": 1013, "reason": verdict.reason}
-            return await self.base_send(close | {"retry_after": random.randint(after, 2 * after)})
+            return await self.base_send(close | {"retry_after": after})
         if isinstance(verdict, admission.Refused):
             log.warning("refused %r: %s", verdict.cid, verdict.reason)
             metrics.refused(verdict.reason)

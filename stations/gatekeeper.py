@@ -1,16 +1,17 @@
 """Who may connect: HTTP Basic checked against Django's hashes, cached, and rate-limited.
 
-Hashing is slow on purpose (PBKDF2): checks run on worker threads, at most
-OCPPGW_AUTH_CONCURRENCY at once; a verified credential is cached (keyed by an HMAC of the
-password, never the password) so reconnect storms and database outages do not hash again.
+Hashing is slow on purpose (PBKDF2): checks run on OCPPGW_AUTH_CONCURRENCY threads of their
+own (CheckThreads); a verified credential is cached (keyed by an HMAC of the password, never the
+password) so reconnect storms and database outages do not hash again.
 """
 
 import asyncio
 import datetime
 import logging
+import queue
+import threading
 import time
 
-from asgiref.sync import sync_to_async
 from django.db import DatabaseError, InterfaceError, connection
 
 from stations import auth, identity
@@ -28,7 +29,7 @@ class Gatekeeper:
         shared = s.REDIS_URL and s.OCPPGW_AUTH_SHARED_CACHE and s.OCPPGW_AUTH_CACHE_TTL_S > 0
         self.shared = auth.SharedCredentialCache(s.REDIS_URL, self.cache) if shared else None
         self._tasks: set[asyncio.Task] = set()
-        self.auth_slots = asyncio.Semaphore(s.OCPPGW_AUTH_CONCURRENCY)
+        self.threads = CheckThreads(s.OCPPGW_AUTH_CONCURRENCY)
         self.failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN)
         self.address_failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN * 10)
         self.max_pending = s.OCPPGW_MAX_PENDING_HANDSHAKES
@@ -72,10 +73,7 @@ class Gatekeeper:
         self.pending += 1
         self.checks += 1
         try:
-            async with self.auth_slots:
-                credentials, reason = await sync_to_async(_check, thread_sensitive=False)(
-                    cid_key, password
-                )
+            credentials, reason = await self.threads.check(cid_key, password)
         except (DatabaseError, InterfaceError) as exc:
             self.failures.undo((cid_key, address))  # not the station's failure
             stale = self.cache.get(cid_key, password, stale_ok=True)
@@ -94,6 +92,15 @@ class Gatekeeper:
             self._spawn(self.shared.put(password, credentials))  # the handshake need not wait
         return credentials, None
 
+    def backlogged(self) -> bool:
+        """Whether a handshake needing a password check would be refused auth_backlog now."""
+        return bool(self.max_pending) and self.pending >= self.max_pending
+
+    def remembers(self, cid_key: str, header: bytes | None) -> bool:
+        """Whether this process remembers the header's password as verified for the station."""
+        parsed = auth.parse_basic(header)
+        return parsed is not None and self.cache.knows(cid_key, parsed[1])
+
     def forget(self, cid_key: str) -> None:
         """The station's credentials changed: no process may use a remembered verification."""
         self.cache.forget(cid_key)
@@ -101,6 +108,7 @@ class Gatekeeper:
             self._spawn(self.shared.forget(cid_key))
 
     async def close(self) -> None:
+        await self.threads.stop()
         if self.shared is not None:
             await self.shared.close()
 
@@ -110,28 +118,103 @@ class Gatekeeper:
         task.add_done_callback(self._tasks.discard)
 
 
-def _check(cid_key: str, password: str):
-    """Load and verify a station's credentials (runs on a worker thread).
+class CheckThreads:
+    """Password checks on threads of their own, fed through a queue.
 
-    The worker thread keeps its database connection between checks: opening a PostgreSQL
-    connection per check was 8 of a check's 11 ms and capped a cold reconnect storm at ~100
-    stations/s (bench T9, docs/performance.md). The executor's threads are few and reused, so
-    the connections stay bounded; a broken one is closed and the check retried once on a new one.
+    Through the loop's executor behind a semaphore, each check had to come back through the
+    event loop before the next one started, so a loop kept busy (a storm's refusals) slowed the
+    checks with it: a cold storm of 10,000 on one process got 29 checks/s and 1,373 stations in
+    70 s (bench/README.md, T9). Here a free thread takes every check waiting (up to BATCH), loads
+    their credentials in one query and hashes each; only the verdicts go back to the loop.
+    """
+
+    BATCH = 32
+
+    def __init__(self, count: int):
+        self.count = count
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def check(self, cid_key: str, password: str) -> asyncio.Future:
+        """A future of (Credentials | None, refusal reason | None); DatabaseError if unreachable."""
+        loop = asyncio.get_running_loop()
+        if not self._threads:
+            for n in range(self.count):
+                thread = threading.Thread(target=self._work, name=f"auth-{n}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        future = loop.create_future()
+        self._queue.put((cid_key, password, future, loop))
+        return future
+
+    async def stop(self) -> None:
+        """Let the threads finish the checks they hold and close their database connections."""
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 5)
+
+    def _work(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                batch = [item]
+                while len(batch) < self.BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self._queue.put(None)  # this thread's stop: after this batch
+                        break
+                    batch.append(more)
+                try:
+                    verdicts = _check_many([(key, password) for key, password, _, _ in batch])
+                except (DatabaseError, InterfaceError) as exc:
+                    verdicts = [exc] * len(batch)
+                for (_, _, future, loop), verdict in zip(batch, verdicts, strict=True):
+                    loop.call_soon_threadsafe(_settle, future, verdict)
+        finally:
+            connection.close()
+
+
+def _settle(future: asyncio.Future, verdict) -> None:
+    if future.done():  # the handshake was abandoned meanwhile
+        return
+    if isinstance(verdict, BaseException):
+        future.set_exception(verdict)
+    else:
+        future.set_result(verdict)
+
+
+def _check_many(items: list[tuple[str, str]]) -> list:
+    """Load and verify the stations' credentials (runs on a check thread).
+
+    The thread keeps its database connection between checks: opening a PostgreSQL connection
+    per check was 8 of a check's 11 ms and capped a cold reconnect storm at ~100 stations/s
+    (bench T9, docs/performance.md). A broken one is closed and the batch retried once on a new
+    one.
     """
     try:
-        return _check_once(cid_key, password)
+        return _check_many_once(items)
     except (DatabaseError, InterfaceError):
         connection.close()
     try:
-        return _check_once(cid_key, password)
+        return _check_many_once(items)
     except (DatabaseError, InterfaceError):
         connection.close()
         raise
 
 
-def _check_once(cid_key: str, password: str):
-    credentials = auth.load_credentials(cid_key)
-    if credentials is None:
-        auth.equalize_timing(password)
-        return None, Refusal("unknown_station", "unknown charge point id")
-    return credentials, auth.verify(password, credentials, datetime.datetime.now(datetime.UTC))
+def _check_many_once(items: list[tuple[str, str]]) -> list:
+    found = auth.load_many({key for key, _ in items})
+    now = datetime.datetime.now(datetime.UTC)
+    out = []
+    for cid_key, password in items:
+        credentials = found.get(cid_key)
+        if credentials is None:
+            auth.equalize_timing(password)
+            out.append((None, Refusal("unknown_station", "unknown charge point id")))
+        else:
+            out.append((credentials, auth.verify(password, credentials, now)))
+    return out

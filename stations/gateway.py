@@ -7,6 +7,7 @@ between processes (docs/architecture.md draws the data path).
 """
 
 import asyncio
+import collections
 import datetime
 import logging
 import os
@@ -17,7 +18,7 @@ import time
 import orjson
 from django.conf import settings
 
-from stations import envelopes, metrics, services, topics, validation
+from stations import admission, envelopes, metrics, refusals, services, topics, validation
 from stations.bridge import Bridge
 from stations.cluster import Cluster
 from stations.dbthread import DbThread
@@ -76,6 +77,8 @@ class Gateway:
         nofile = 2**31 if nofile == resource.RLIM_INFINITY else nofile  # no fd limit
         self.max_stations = station_limit(s.OCPPGW_MAX_STATIONS, nofile)
         self.handshaking = 0  # WebSocket handshakes in the consumer, not yet held or refused
+        self._early = collections.Counter()  # refusals before the upgrade since the last log line
+        self._early_logged = 0.0
         self.inbox = Inbox(self)
         self.housekeeping = Housekeeping(self)
         self._node_topic = f"ocpp/gw/nodes/{self.node}"
@@ -189,6 +192,23 @@ class Gateway:
         return self.registry.unregister(conversation)
 
     # --- connections ----------------------------------------------------------------------------------
+    def refuse_early(self, raw_path: bytes, authorization: bytes | None) -> int | None:
+        """Asked by the edge before it builds the application: the Retry-After of a retryable
+        refusal decided now (admission.refuse_early), else None. Counted in /metrics; logged as
+        a count at most every 10 s (a storm refuses thousands)."""
+        refusal = admission.refuse_early(self, raw_path, authorization)
+        if refusal is None:
+            return None
+        metrics.refused(refusal)
+        self._early[refusal.label] += 1
+        now = time.monotonic()
+        if now - self._early_logged >= 10:
+            counts = ", ".join(f"{n} {label}" for label, n in sorted(self._early.items()))
+            log.info("refused before the upgrade (HTTP 503): %s", counts)
+            self._early.clear()
+            self._early_logged = now
+        return refusals.retry_after(self.settings.OCPPGW_RETRY_AFTER_S)
+
     async def attach(self, conversation, address: str) -> None:
         """A station's handshake is done: hold it, and tell the broker and the log."""
         st = conversation.station

@@ -3,6 +3,8 @@
 The label is given where the refusal is made, so rewording a message never moves a metric.
 """
 
+import random
+
 
 class Refusal(str):
     """A refusal's text (it is a str: logged, stored and shown as before) with its label."""
@@ -29,3 +31,9 @@ RETRYABLE = frozenset({"capacity", "auth_backlog"})
 def retryable(reason: str) -> bool:
     """Whether a refusal is a retryable one (HTTP 503 + Retry-After, never written to the log)."""
     return label_of(reason) in RETRYABLE
+
+
+def retry_after(base_s: int) -> int:
+    """Retry-After of a retryable refusal: a random 1-2x the base, so that stations refused
+    together do not all come back together."""
+    return random.randint(base_s, 2 * base_s)

@@ -190,6 +190,35 @@ def test_load_credentials_of_a_disabled_station_with_an_inactive_user():
     assert auth.verify(PASSWORD, creds, NOW) == "station disabled"
 
 
+# --- the check threads ----------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+async def test_check_threads_keep_checking_while_the_loop_is_busy():
+    import time
+
+    from channels.db import database_sync_to_async
+
+    from stations.gatekeeper import CheckThreads
+
+    ok = [await database_sync_to_async(new_station)() for _ in range(40)]
+    threads = CheckThreads(2)
+    try:
+        checks = [threads.check(st.cid_key, PASSWORD) for st in ok]
+        checks.append(threads.check(ok[0].cid_key, "wrong-password-123"))
+        checks.append(threads.check("nobody-here", PASSWORD))
+        # the loop does something else for a while: the threads need nothing from it to go on
+        # from one check to the next (through a semaphore they needed a loop turn each)
+        time.sleep(2.0)
+        assert all(check.done() is False for check in checks)  # verdicts land on the loop
+        # all 42 were checked meanwhile (~0.2 s of work): only their verdicts are left to take
+        verdicts = await asyncio.wait_for(asyncio.gather(*checks), 0.1)
+    finally:
+        await threads.stop()
+    assert [(c.station_id, reason) for c, reason in verdicts[:40]] == [(st.id, None) for st in ok]
+    assert verdicts[40][1] == "wrong password" and verdicts[40][1].label == "wrong_password"
+    assert verdicts[41] == (None, "unknown charge point id")
+    assert verdicts[41][1].label == "unknown_station"
+
+
 # --- the cache shared by a node's processes (real Redis on 127.0.0.1) ------------------------------
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -82,6 +82,17 @@ def test_ports_match_the_settings_the_proxy_and_the_image():
     assert not any(admin in mapping for mapping in GATEWAY["ports"]), "admin port published"
 
 
+def test_gateway_kernel_limits_hold_a_big_node():
+    from ocppgw.edge.serve import LISTEN_BACKLOG
+
+    gateway = GATEWAY
+    # the kernel caps the listen backlog at somaxconn: the container's must not cut it
+    assert int(gateway["sysctls"]["net.core.somaxconn"]) >= LISTEN_BACKLOG
+    assert int(gateway["sysctls"]["net.ipv4.tcp_max_syn_backlog"]) >= LISTEN_BACKLOG
+    nofile = gateway["ulimits"]["nofile"]
+    assert nofile["soft"] == nofile["hard"] >= 50_000  # OCPPGW_MAX_STATIONS derives from it
+
+
 def test_images_are_pinned_to_versions():
     for name, service in SERVICES.items():
         image = service.get("image")

@@ -176,3 +176,47 @@ async def test_cid_is_case_insensitive_and_topics_use_it_as_created(
     envelope = await probe.arrival(f"ocpp/cp/{cid}/Heartbeat")
     assert envelope == {"MessageTypeId": 2, "UniqueId": "b1", "Action": "Heartbeat", "Payload": {}}
     await ws.disconnect()
+
+
+# --- refused before the upgrade (the edge asks before Daphne builds an application) -------------
+async def test_early_refusal_when_full_spares_a_station_held_here(gateway, station_factory):
+    held, other = await station_factory(), await station_factory()
+    ws = await connect(held.cid)
+    gw = gateway_module.get_gateway()
+    gw.max_stations = 1
+    path = f"/ocpp/{other.cid}".encode()
+    before = refusals("capacity")
+    assert (
+        10 <= gw.refuse_early(path, basic(other.cid, PASSWORD).encode()) <= 20
+    )  # 1-2x the default 10 s
+    assert refusals("capacity") == before + 1
+    # held here: its new connection replaces the old one, never refused
+    assert gw.refuse_early(f"/ocpp/{held.cid}".encode(), basic(held.cid, PASSWORD).encode()) is None
+    gw.max_stations = 10
+    assert gw.refuse_early(path, basic(other.cid, PASSWORD).encode()) is None
+    await ws.disconnect()
+
+
+async def test_early_refusal_when_checks_are_backlogged_spares_a_remembered_password(
+    gateway, station_factory
+):
+    remembered, new = await station_factory(), await station_factory()
+    ws = await connect(remembered.cid)  # verified once: remembered by this process
+    await ws.disconnect()
+    gw = gateway_module.get_gateway()
+    gw.gatekeeper.pending = gw.gatekeeper.max_pending  # the password checks are queued full
+    try:
+        before = refusals("auth_backlog")
+        assert gw.refuse_early(f"/ocpp/{new.cid}".encode(), basic(new.cid, PASSWORD).encode())
+        assert refusals("auth_backlog") == before + 1
+        path = f"/ocpp/{remembered.cid}".encode()
+        assert gw.refuse_early(path, basic(remembered.cid, PASSWORD).encode()) is None
+        # a wrong password is not remembered: refused as backlogged, not let through
+        assert (
+            gw.refuse_early(path, basic(remembered.cid, "wrong-password-123").encode()) is not None
+        )
+        # what admit() refuses with a reason of its own is left to it
+        assert gw.refuse_early(b"/elsewhere/x", basic(new.cid, PASSWORD).encode()) is None
+        assert gw.refuse_early(b"/ocpp/bad%20id", basic(new.cid, PASSWORD).encode()) is None
+    finally:
+        gw.gatekeeper.pending = 0

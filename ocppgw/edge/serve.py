@@ -19,7 +19,7 @@ log = logging.getLogger("ocppgw.rungateway")
 # Connections the kernel completes and queues for accept(). Past it a reconnect storm's SYNs are
 # dropped and their stations wait out TCP's SYN back-off (1, 3, 7, 15 s) with the gateway idle:
 # 15 s of a 30,000-station storm here (bench/README.md, T9). The kernel caps it at
-# net.core.somaxconn (docs/deploy notes in README.md, "Many stations on one node").
+# net.core.somaxconn (README.md, "Many stations on one node").
 LISTEN_BACKLOG = 65535
 ADMIN_BACKLOG = 128
 CONNECT_TIMEOUT_S = 60  # longer than an uncached password check queued behind others
@@ -118,7 +118,10 @@ def _start_gateway():
     from stations import gateway
 
     async def start():
-        gateway.get_gateway()
+        from ocppgw.edge import wsprotocol
+
+        # a storm's retryable refusals are answered before Daphne builds an application
+        wsprotocol.early_refusal = gateway.get_gateway().refuse_early
 
     asyncio.get_event_loop().create_task(start())
 

@@ -15,6 +15,7 @@ write buffer also stops reading until the station has taken its answers.
 import pprint
 
 from autobahn.websocket import protocol as autobahn_protocol
+from autobahn.websocket.types import ConnectionDeny
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
@@ -59,8 +60,31 @@ class _Formatted:
     __str__ = __repr__ = lambda self: pprint.pformat(self.obj)
 
 
+# (raw path, Authorization header) -> seconds for Retry-After to refuse the handshake with 503
+# before Daphne builds an application, or None; set by the gateway once it runs (serve.py)
+early_refusal = None
+
+
 class BackpressureWebSocketProtocol(WebSocketProtocol):
     _paused_by: frozenset = frozenset()  # "queue" (consumer behind), "unread" (write buffer)
+    _refused_early = False
+
+    def onConnect(self, request):
+        if early_refusal is not None:
+            authorization = request.headers.get("authorization")
+            retry_after = early_refusal(
+                request.path.encode("latin-1"),
+                authorization.encode("latin-1") if authorization is not None else None,
+            )
+            if retry_after is not None:
+                # never handed to Daphne's server: nothing of it to clean up there (onClose)
+                self._retry_after, self._refused_early = retry_after, True
+                raise ConnectionDeny(503, "Service Unavailable")
+        return super().onConnect(request)
+
+    def onClose(self, wasClean, code, reason):
+        if not self._refused_early:
+            super().onClose(wasClean, code, reason)
 
     def _connectionMade(self):
         # autobahn pretty-prints its ~40 options for a debug line on every new connection, even
@@ -136,7 +160,8 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         retry_after = getattr(self, "_retry_after", None)
-        if retry_after is not None and code == 403:  # Daphne's serverReject of a 1013 close
+        # Daphne's serverReject of a 1013 close (403), or refused early (503)
+        if retry_after is not None and code in (403, 503):
             code, reason = 503, "Service Unavailable"
             responseHeaders = [*(responseHeaders or []), ("Retry-After", str(retry_after))]
         super().failHandshake(reason, code, responseHeaders)

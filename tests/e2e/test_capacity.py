@@ -40,6 +40,11 @@ async def test_station_past_max_stations_gets_503_with_retry_after_and_is_counte
     assert 3 <= int(response.headers["Retry-After"]) <= 6  # 1-2x OCPPGW_RETRY_AFTER_S
     assert refusals(gw, "capacity") == 1
     assert refusals(gw, "other") == 0
+    # answered by the edge before an application was built (admission.refuse_early)
+    deadline = asyncio.get_running_loop().time() + 5
+    while "refused before the upgrade (HTTP 503): 1 capacity" not in gw.log():
+        assert asyncio.get_running_loop().time() < deadline, gw.log()[-2000:]
+        await asyncio.sleep(0.1)
 
     # a station held here is never refused for capacity: its new connection replaces the old
     again = await open_socket(gw, second)
