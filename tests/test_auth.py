@@ -207,7 +207,7 @@ async def test_check_threads_keep_checking_while_the_loop_is_busy():
         checks.append(threads.check("nobody-here", PASSWORD))
         # the loop does something else for a while: the threads need nothing from it to go on
         # from one check to the next (through a semaphore they needed a loop turn each)
-        time.sleep(2.0)
+        time.sleep(2.0)  # noqa: ASYNC251 -- the point: the loop is blocked meanwhile
         assert all(check.done() is False for check in checks)  # verdicts land on the loop
         # all 42 were checked meanwhile (~0.2 s of work): only their verdicts are left to take
         verdicts = await asyncio.wait_for(asyncio.gather(*checks), 0.1)

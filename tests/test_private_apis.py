@@ -122,3 +122,11 @@ def test_paho_internals_the_bridge_uses():
         assert hasattr(client, name), name
     # bridge._NoFilters stands in for paho's filter tree through this one call
     assert "self._on_message_filtered.iter_match(" in _source(mqtt.Client)
+
+
+def test_an_accepted_connection_knows_its_listening_port_and_the_port_its_state():
+    # ocppgw/edge/wsprotocol.py _pause_accepting(): transport.server is the tcp.Port that
+    # accepted the connection; its connected/disconnecting flags say whether it still listens
+    assert "self.server = server" in _source(tcp.Server.__init__)
+    assert {"connected", "disconnecting"} <= set(vars(abstract.FileDescriptor))
+    assert "self.disconnecting = True" in _source(tcp.Port.loseConnection)

@@ -63,6 +63,29 @@ class _Formatted:
 # (raw path, Authorization header) -> seconds for Retry-After to refuse the handshake with 503
 # before Daphne builds an application, or None; set by the gateway once it runs (serve.py)
 early_refusal = None
+# After such a refusal the process stops accepting for this long. With `--processes N` the
+# kernel hands each connection to whichever process accepts first, full or not: a full process
+# kept taking (and refusing) a storm's connections that another had room for (bench/README.md,
+# T9). Paused, it leaves them to the others; if all are full, a station waits this long in the
+# kernel's queue, then gets its 503.
+PAUSE_AFTER_REFUSAL_S = 0.2
+_paused_ports: set = set()
+
+
+def _pause_accepting(port) -> None:
+    from twisted.internet import reactor
+
+    if port is None or port in _paused_ports:
+        return
+    _paused_ports.add(port)
+    port.stopReading()
+
+    def resume():
+        _paused_ports.discard(port)
+        if port.connected and not port.disconnecting:  # not once it stopped listening
+            port.startReading()
+
+    reactor.callLater(PAUSE_AFTER_REFUSAL_S, resume)
 
 
 class BackpressureWebSocketProtocol(WebSocketProtocol):
@@ -79,6 +102,7 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
             if retry_after is not None:
                 # never handed to Daphne's server: nothing of it to clean up there (onClose)
                 self._retry_after, self._refused_early = retry_after, True
+                _pause_accepting(getattr(self.transport, "server", None))
                 raise ConnectionDeny(503, "Service Unavailable")
         return super().onConnect(request)
 
