@@ -6,6 +6,7 @@ password) so reconnect storms and database outages do not hash again.
 """
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import queue
@@ -172,8 +173,12 @@ class CheckThreads:
                     verdicts = _check_many([(key, password) for key, password, _, _ in batch])
                 except (DatabaseError, InterfaceError) as exc:
                     verdicts = [exc] * len(batch)
+                except Exception as exc:  # a bug must fail these handshakes, not stop the thread
+                    log.exception("password check failed")
+                    verdicts = [exc] * len(batch)
                 for (_, _, future, loop), verdict in zip(batch, verdicts, strict=True):
-                    loop.call_soon_threadsafe(_settle, future, verdict)
+                    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                        loop.call_soon_threadsafe(_settle, future, verdict)
         finally:
             connection.close()
 
