@@ -17,9 +17,9 @@ from django.conf import settings
 log = logging.getLogger("ocppgw.rungateway")
 
 # Connections the kernel completes and queues for accept(). Past it a reconnect storm's SYNs are
-# dropped and their stations wait out TCP's SYN back-off (1, 3, 7, 15 s) with the gateway idle:
-# 15 s of a 30,000-station storm here (bench/README.md, T9). The kernel caps it at
-# net.core.somaxconn (README.md, "Many stations on one node").
+# dropped and their stations wait out TCP's SYN back-off (1, 3, 7, 15 s); 2048 overflowed in a
+# storm of 30,000 here (bench/README.md, T9). The kernel caps it at net.core.somaxconn (README.md,
+# "Many stations on one node").
 LISTEN_BACKLOG = 65535
 ADMIN_BACKLOG = 128
 CONNECT_TIMEOUT_S = 60  # longer than an uncached password check queued behind others
