@@ -27,7 +27,7 @@ import profile_t1
 BY_STACK = (
     ("presence/log rows", ("stations/msglog", "stations/dbthread")),
     ("PBKDF2", ("auth/hashers", "stations/hashers")),
-    ("credential DB load", ("load_credentials", "django/db", "psycopg")),
+    ("credential DB load", ("load_many", "django/db", "psycopg")),
     ("Redis claim", ("redis/", "stations/cluster")),
     ("MQTT subscribe", ("paho/", "stations/bridge")),
 )

@@ -12,7 +12,7 @@ import secrets
 from channels.db import database_sync_to_async
 
 from ocppgw import logs
-from stations import auth, identity, proxy, subprotocols
+from stations import auth, gatekeeper, identity, proxy, subprotocols
 from stations.port import StationInfo
 from stations.refusals import Refusal
 
@@ -44,11 +44,9 @@ async def admit(gw, scope) -> Refused | Admitted:
     cid_key = identity.key(cid)
     if not gw.accepting:
         return Refused(Refusal("not_accepting", "gateway not accepting: broker unavailable"), cid)
-    # held here plus the other handshakes in progress (this one is in gw.handshaking too); a
-    # station held here is never refused: its new connection replaces the old one
-    if len(gw.registry) + gw.handshaking > gw.max_stations and cid_key not in gw.registry:
-        full = f"gateway full ({gw.max_stations} stations per process): retry later"
-        return Refused(Refusal("capacity", full), cid, known=False)
+    full = _capacity(gw, cid_key, gw.handshaking)  # this one is in gw.handshaking too
+    if full:
+        return Refused(full, cid, known=False)
     headers = dict(scope.get("headers") or [])
     client_ip = (scope.get("client") or [None])[0]
     tls, subject, address = proxy.transport(client_ip, headers, tuple(s.OCPPGW_TRUSTED_PROXIES))
@@ -90,19 +88,38 @@ def refuse_early(gw, raw_path: bytes, authorization: bytes | None) -> Refusal | 
     checks are queued past their bound and this password is not remembered here (one another
     process verified is refused too: it is retryable). Everything else is left to admit().
     """
-    full = len(gw.registry) + gw.handshaking >= gw.max_stations
-    if not full and not gw.gatekeeper.backlogged():
+    handshakes = gw.handshaking + 1  # this one is not counted yet
+    backlogged = gw.gatekeeper.backlogged()
+    if not backlogged and not _over(gw, handshakes):
         return None
     cid, problem = identity.parse_path(raw_path)
     if problem or not cid or identity.validate(cid):
         return None  # admit() refuses it with the rule it broke
     cid_key = identity.key(cid)
-    if cid_key in gw.registry:
-        return None  # a station held here replaces its connection: never refused
-    if full:
-        return Refusal("capacity", f"gateway full ({gw.max_stations} stations per process)")
-    if gw.settings.OCPPGW_AUTH != "none" and not gw.gatekeeper.remembers(cid_key, authorization):
-        return Refusal("auth_backlog", "too many handshakes waiting: retry later")
+    full = _capacity(gw, cid_key, handshakes)
+    if full or cid_key in gw.registry:
+        return full  # a station held here replaces its connection: never refused
+    if (
+        backlogged
+        and gw.settings.OCPPGW_AUTH != "none"
+        and not gw.gatekeeper.remembers(cid_key, authorization)
+    ):
+        return gatekeeper.AUTH_BACKLOG
+    return None
+
+
+def _over(gw, handshakes: int) -> bool:
+    """Whether the stations held here plus `handshakes` in progress pass the process's bound."""
+    return len(gw.registry) + handshakes > gw.max_stations
+
+
+def _capacity(gw, cid_key: str, handshakes: int) -> Refusal | None:
+    """The capacity refusal, if due; a station held here is never refused: its new connection
+    replaces the old one."""
+    if _over(gw, handshakes) and cid_key not in gw.registry:
+        return Refusal(
+            "capacity", f"gateway full ({gw.max_stations} stations per process): retry later"
+        )
     return None
 
 

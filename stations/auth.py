@@ -136,13 +136,9 @@ def equalize_timing(password: str) -> None:
     check_password(password, _DUMMY_HASH[0])
 
 
-def load_credentials(cid_key: str) -> Credentials | None:
-    """The station's credentials from the database (sync: run it off the event loop)."""
-    return load_many([cid_key]).get(cid_key)
-
-
 def load_many(cid_keys) -> dict[str, Credentials]:
-    """The credentials of the stations that exist among `cid_keys`, in one query (sync)."""
+    """The credentials of the stations that exist among `cid_keys`, in one query (sync: run it
+    off the event loop)."""
     from stations.models import Station
 
     rows = Station.objects.filter(cid_key__in=list(cid_keys)).values_list(

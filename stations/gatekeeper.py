@@ -21,6 +21,8 @@ from stations.refusals import Refusal
 
 log = logging.getLogger("ocppgw.gateway")
 
+AUTH_BACKLOG = Refusal("auth_backlog", "too many handshakes waiting: retry later")
+
 
 class Gatekeeper:
     """One per gateway process: the credential cache and the failed-attempt counters."""
@@ -62,10 +64,10 @@ class Gatekeeper:
             address, now
         ):
             return None, Refusal("rate_limited", "too many failed attempts: try again in a minute")
-        if self.max_pending and self.pending >= self.max_pending:
+        if self.backlogged():
             # a storm past what the hash threads clear in time is told to come back later at
             # once, rather than waiting tens of seconds in the queue (docs/contract.md §1)
-            return None, Refusal("auth_backlog", "too many handshakes waiting: retry later")
+            return None, AUTH_BACKLOG
         # counted as failed before the check, so parallel guesses at one station cannot all slip
         # under its limit while their checks run; a success takes its attempt back. The
         # per-address count records only real failures: a reconnect storm of many stations from

@@ -171,21 +171,21 @@ def test_station_passwords_use_the_cheaper_station_hasher():
 
 
 @pytest.mark.django_db
-def test_load_credentials_reads_plain_values_by_case_insensitive_key():
+def test_load_many_reads_plain_values_by_case_insensitive_key():
     station = new_station("CaseCP1", profile=2)
-    creds = auth.load_credentials("casecp1")
+    creds = auth.load_many(["casecp1"])["casecp1"]
     assert creds.station_id == station.id
     assert (creds.cid, creds.cid_key, creds.security_profile) == ("CaseCP1", "casecp1", 2)
     assert creds.enabled and creds.user_active
     assert auth.verify(PASSWORD, creds, NOW) is None
-    assert auth.load_credentials("CaseCP1") is None  # callers pass the key, never the raw cid
-    assert auth.load_credentials("nobody") is None
+    # callers pass the key, never the raw cid; unknown keys are left out
+    assert auth.load_many(["CaseCP1", "nobody"]) == {}
 
 
 @pytest.mark.django_db
-def test_load_credentials_of_a_disabled_station_with_an_inactive_user():
+def test_load_many_of_a_disabled_station_with_an_inactive_user():
     new_station("OffCP1", enabled=False, user_active=False)
-    creds = auth.load_credentials("offcp1")
+    creds = auth.load_many(["offcp1"])["offcp1"]
     assert not creds.enabled and not creds.user_active
     assert auth.verify(PASSWORD, creds, NOW) == "station disabled"
 

@@ -185,9 +185,7 @@ def test_storm_profile_charges_a_handshake_to_the_code_that_was_entered():
     db = "execute (psycopg/cursor.py:2)"
     stacks = {
         f"w (stations/msglog.py:1);{db}": "presence/log rows",
-        f"c (stations/gatekeeper.py:1);load_credentials (stations/auth.py:9);{db}": (
-            "credential DB load"
-        ),
+        f"c (stations/gatekeeper.py:1);load_many (stations/auth.py:9);{db}": ("credential DB load"),
         "c (stations/gatekeeper.py:1);verify (django/contrib/auth/hashers.py:3)": "PBKDF2",
         "r (twisted/internet/tcp.py:1);claim (stations/cluster.py:4)": "Redis claim",
         "r (twisted/internet/tcp.py:1);_flush (stations/bridge.py:4);send (paho/x.py:1)": (
