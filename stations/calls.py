@@ -33,18 +33,38 @@ class Clock(Protocol):
     def call_later(self, delay: float, callback: Callable, *args) -> Timer: ...
 
 
-class Recent(collections.OrderedDict):
-    """A small LRU of UniqueId -> action; of size 0, it remembers nothing."""
+class Recent:
+    """A small LRU of UniqueId -> action; of size 0, it remembers nothing.
+
+    Its dict is made on the first id: four per station, most never used, and an empty
+    OrderedDict cost ~380 bytes of each of 50,000 stations' memory (bench/README.md, T9)."""
+
+    __slots__ = ("_ids", "size")
 
     def __init__(self, size: int = RECENT_IDS):
-        super().__init__()
         self.size = size
+        self._ids: collections.OrderedDict | None = None
 
     def remember(self, key, value) -> None:
         if self.size:
-            self[key] = value
-            if len(self) > self.size:
-                self.popitem(last=False)
+            ids = self._ids
+            if ids is None:
+                ids = self._ids = collections.OrderedDict()
+            ids[key] = value
+            if len(ids) > self.size:
+                ids.popitem(last=False)
+
+    def get(self, key, default=None):
+        return default if self._ids is None else self._ids.get(key, default)
+
+    def __len__(self) -> int:
+        return 0 if self._ids is None else len(self._ids)
+
+    def __contains__(self, key) -> bool:
+        return self._ids is not None and key in self._ids
+
+    def __iter__(self):
+        return iter(()) if self._ids is None else iter(self._ids)
 
 
 class StationCall:
@@ -141,7 +161,8 @@ class BackendCalls:
         self.clock, self.timeout_s, self.queue_len = clock, timeout_s, queue_len
         self.on_expired = on_expired  # (call, description): tell the backend
         self.on_free = on_free  # a timer freed the slot or the queue head: send the next
-        self.queue: collections.deque[BackendCall] = collections.deque()
+        # a list, not a deque: bounded by queue_len, and an empty deque is ~600 bytes per station
+        self.queue: list[BackendCall] = []
         self.inflight: BackendCall | None = None
         self.answered, self.expired = Recent(answered_window), Recent()
         self._seen: collections.deque | None = None  # made on the first CALL: most get none
@@ -180,7 +201,7 @@ class BackendCalls:
                     call.timer.cancel()
                     self._drop(call)
                     continue
-            self.inflight = self.queue.popleft()
+            self.inflight = self.queue.pop(0)
             return self.inflight
         return None
 

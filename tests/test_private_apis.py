@@ -21,10 +21,15 @@ def _source(obj) -> str:
 
 def test_daphne_hands_each_consumer_a_partial_of_handle_reply_and_a_queue_get():
     # ocppgw/edge/socket.py: SocketWriter calls protocol.handle_reply directly; backlog() reads
-    # the queue behind `receive`
+    # the queue behind `receive`. ocppgw/edge/server.py copies this body for WebSockets, with a
+    # FrameQueue instead of the asyncio.Queue
     source = _source(daphne_server.Server.create_application)
     assert "partial(self.handle_reply, protocol)" in source
     assert "receive=input_queue.get" in source
+    for fragment in ('scope.setdefault("asgi", {"version": "3.0"})', "asyncio.ensure_future("):
+        assert fragment in source
+    assert source.count("put_nowait") == 0  # the protocols fill the queue, not the server
+    assert "self.application_queue.put_nowait" in _source(ws_protocol.WebSocketProtocol)
     queue = asyncio.Queue()
     assert queue.get.__self__ is queue
     assert (

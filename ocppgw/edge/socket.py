@@ -10,6 +10,8 @@ import asyncio
 import functools
 import logging
 
+from ocppgw.edge.framequeue import FrameQueue
+
 log = logging.getLogger("ocppgw.consumer")
 
 
@@ -60,4 +62,4 @@ class SocketWriter:
 def backlog(asgi_receive):
     """The queue Daphne fills with a connection's frames (for its size), or None elsewhere."""
     queue = getattr(asgi_receive, "__self__", None)
-    return queue if isinstance(queue, asyncio.Queue) else None
+    return queue if isinstance(queue, (FrameQueue, asyncio.Queue)) else None

@@ -134,16 +134,12 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
             # the socket until a full GC pass (rare in rungateway); the channel is done here
             channel.requests = []
         self.transport.registerProducer(_UnreadAnswers(self), True)
-        original_get = application_queue._get
+        application_queue.reader = self  # a FrameQueue (ocppgw/edge/server.py): frames_taken()
 
-        # asyncio.Queue.get()/get_nowait() take items through _get(): resume reading from there
-        def get():
-            item = original_get()
-            if "queue" in self._paused_by and application_queue.qsize() <= LOW_FRAMES:
-                self.resume_reading("queue")
-            return item
-
-        application_queue._get = get
+    def frames_taken(self, left: int) -> None:
+        """The consumer took a frame, `left` wait: resume reading once it has caught up."""
+        if left <= LOW_FRAMES and "queue" in self._paused_by:
+            self.resume_reading("queue")
 
     def pause_reading(self, why: str) -> None:
         if not self._paused_by:
@@ -163,13 +159,17 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
         super()._closeConnection(abort)
 
     def connectionLost(self, reason):
+        global open_sockets
+        if self._counted:
+            open_sockets -= 1
+            self._counted = False
         super().connectionLost(reason)
-        # Break this connection's reference cycles (the queue's patched _get holds the protocol,
+        # Break this connection's reference cycles (the queue's reader is the protocol,
         # autobahn's is_open/is_closed Deferreds hold it as their result): rungateway collects
         # cycles rarely (its GC tuning), and closed connections piled up at ~25 KB each
         queue = getattr(self, "application_queue", None)
         if queue is not None:
-            queue.__dict__.pop("_get", None)
+            queue.reader = None
         self.is_open = self.is_closed = None
 
     def handle_reply(self, message):
