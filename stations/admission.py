@@ -109,8 +109,13 @@ def refuse_early(gw, raw_path: bytes, authorization: bytes | None) -> Refusal | 
 
 
 def _over(gw, handshakes: int) -> bool:
-    """Whether the stations held here plus `handshakes` in progress pass the process's bound."""
-    return len(gw.registry) + handshakes > gw.max_stations
+    """Whether the places taken pass the process's bound: its open sockets where the edge
+    counts them (this handshake's included), else the stations held plus `handshakes` in
+    progress. Sockets, because the bound is the fd limit's (stations/limits.py): a station
+    whose old socket is gone but not yet released here, reconnecting, takes one place, not two."""
+    sockets = gw.open_sockets
+    taken = sockets() if sockets is not None else len(gw.registry) + handshakes
+    return taken > gw.max_stations
 
 
 def _capacity(gw, cid_key: str, handshakes: int) -> Refusal | None:

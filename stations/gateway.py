@@ -77,6 +77,9 @@ class Gateway:
         nofile = 2**31 if nofile == resource.RLIM_INFINITY else nofile  # no fd limit
         self.max_stations = station_limit(s.OCPPGW_MAX_STATIONS, nofile)
         self.handshaking = 0  # WebSocket handshakes in the consumer, not yet held or refused
+        # () -> open WebSocket sockets, handshakes included: set by the edge (ocppgw/edge/serve.py);
+        # None under another ASGI server (tests), where held + handshaking stand for it
+        self.open_sockets = None
         self._early = collections.Counter()  # refusals before the upgrade since the last log line
         self._early_logged = 0.0
         self.inbox = Inbox(self)

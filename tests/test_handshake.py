@@ -197,6 +197,25 @@ async def test_early_refusal_when_full_spares_a_station_held_here(gateway, stati
     await ws.disconnect()
 
 
+async def test_capacity_counts_open_sockets_where_the_edge_counts_them(gateway, station_factory):
+    # a reconnect storm: the held station's old socket is gone (Twisted closed it) but its
+    # conversation is not released yet; the places taken are the sockets, not held + handshakes
+    held, other = await station_factory(), await station_factory()
+    ws = await connect(held.cid)
+    gw = gateway_module.get_gateway()
+    gw.max_stations, gw.handshaking = 2, 2  # without the edge: 1 held + 2 handshakes > 2
+    path, auth = f"/ocpp/{other.cid}".encode(), basic(other.cid, PASSWORD).encode()
+    try:
+        assert gw.refuse_early(path, auth) is not None
+        gw.open_sockets = lambda: 2  # two handshakes open, the held one's socket closed
+        assert gw.refuse_early(path, auth) is None
+        gw.open_sockets = lambda: 3
+        assert gw.refuse_early(path, auth) is not None
+    finally:
+        gw.max_stations, gw.handshaking, gw.open_sockets = 10, 0, None
+    await ws.disconnect()
+
+
 async def test_early_refusal_when_checks_are_backlogged_spares_a_remembered_password(
     gateway, station_factory
 ):

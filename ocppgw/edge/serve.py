@@ -120,8 +120,10 @@ def _start_gateway():
     async def start():
         from ocppgw.edge import wsprotocol
 
+        gw = gateway.get_gateway()
         # a storm's retryable refusals are answered before Daphne builds an application
-        wsprotocol.early_refusal = gateway.get_gateway().refuse_early
+        wsprotocol.early_refusal = gw.refuse_early
+        gw.open_sockets = lambda: wsprotocol.open_sockets  # places taken (admission.py)
 
     asyncio.get_event_loop().create_task(start())
 

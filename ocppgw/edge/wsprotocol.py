@@ -70,6 +70,12 @@ early_refusal = None
 # kernel's queue, then gets its 503.
 PAUSE_AFTER_REFUSAL_S = 0.2
 _paused_ports: set = set()
+# WebSocket sockets this process holds open, handshakes included: what its fd limit bounds
+# (stations/admission.py counts them against the process's station limit). A socket leaves the
+# count when Twisted closes it, not once its consumer has caught up: in a reconnect storm every
+# old socket closes at once, their consumers took seconds, and meanwhile the new connections of
+# the same stations were counted twice and refused (bench/README.md, T9)
+open_sockets = 0
 
 
 def _pause_accepting(port) -> None:
@@ -91,6 +97,7 @@ def _pause_accepting(port) -> None:
 class BackpressureWebSocketProtocol(WebSocketProtocol):
     _paused_by: frozenset = frozenset()  # "queue" (consumer behind), "unread" (write buffer)
     _refused_early = False
+    _counted = False  # in open_sockets
 
     def onConnect(self, request):
         if early_refusal is not None:
@@ -120,6 +127,9 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
             super()._connectionMade()
         finally:
             autobahn_protocol.pformat = pprint.pformat
+        global open_sockets
+        open_sockets += 1
+        self._counted = True
 
     def applicationCreateWorked(self, application_queue):
         super().applicationCreateWorked(application_queue)
