@@ -67,8 +67,8 @@ class FailureCounter:
             hits.pop()
 
 
-# sockets a gateway process keeps beyond the stations it holds: handshakes in progress (up to
-# OCPPGW_MAX_PENDING_HANDSHAKES waiting for a password check, more in Twisted), the broker,
+# sockets a gateway process keeps beyond its station sockets (handshakes in progress count as
+# stations, stations/admission.py): refused sockets still closing, HTTP requests, the broker,
 # database and Redis connections, log files, the admin port
 FD_RESERVE = 2048
 

@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from ocppgw import config
 from ocppgw.config import Config
+
+
+@pytest.fixture(autouse=True)
+def _keys_of_this_file_stay_here():
+    """The keys these tests read (T_A, ...) are not settings: keep them out of config.KEYS, which
+    test_compose.py compares with the README whatever order the files run in."""
+    before = list(config.KEYS)
+    yield
+    config.KEYS[:] = before
+
 
 REPO = Path(__file__).resolve().parents[1]
 # the variables a start-up may read, cleared so the machine's environment cannot leak in
