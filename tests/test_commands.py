@@ -121,14 +121,18 @@ def test_prunelogs_refuses_days_below_one_and_keeps_every_row(frozen, days, dry_
     assert MessageLog.objects.count() == 5
 
 
-def test_quickstart_try_it_line_runs_in_a_new_terminal(settings):
-    """The printed simulator line must load settings without the Makefile's DEBUG=true."""
+def test_quickstart_try_it_line_runs_in_a_new_terminal(settings, monkeypatch):
+    """The printed simulator line must load settings without the Makefile's DEBUG=true, and
+    take a generated password that starts with "-" (token_urlsafe's alphabet has it)."""
     import os
     import re
     import subprocess
     import sys
     from pathlib import Path
 
+    from stations.management.commands import quickstart
+
+    monkeypatch.setattr(quickstart.secrets, "token_urlsafe", lambda n: "-Nfwa2iusQq3lXXY8-demo-pw")
     settings.DEBUG = True  # quickstart runs only under DEBUG (make run)
     out = run("quickstart", "--port", "33033")
     (line,) = [x for x in out.splitlines() if "try it:" in x]

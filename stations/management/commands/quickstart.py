@@ -60,7 +60,8 @@ class Command(BaseCommand):
             "in a second terminal, a backend that answers every station CALL:",
             f"  demo backend: {manage} demobackend",
             "in a third, a station that boots and sends traffic:",
-            f"  try it:       {manage} simulate {DEMO_CID} --password {station_password}",
+            # "=": a generated password may start with "-", which argparse takes for an option
+            f"  try it:       {manage} simulate {DEMO_CID} --password={station_password}",
             "and on MQTT:",
             f"  watch MQTT:   mosquitto_sub {broker} -v -t 'ocpp/#'",
             f"  send a CALL:  mosquitto_pub {broker} -t ocpp/cs/{DEMO_CID}/Reset -m '{reset}'",
