@@ -153,7 +153,12 @@ def table(rs: list[dict]) -> str:
     """Markdown table (also readable in a terminal)."""
     head = ["measure", "unit", "bare", "bare-paho", "ocppgw", "ratio", "ratio (paho)", "target"]
     head.append("pass")
-    lines = [head] + [[fmt(r.get(h)) for h in head] for r in rs]  # older runs lack bare-paho
+    return markdown(head, rs, fmt)  # older runs lack bare-paho: n/a
+
+
+def markdown(head: list[str], rs: list[dict], fmt: Callable) -> str:
+    """The rows' `head` columns as an aligned markdown table, each cell through `fmt`."""
+    lines = [head] + [[fmt(r.get(h)) for h in head] for r in rs]
     w = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(line)) + " |" for line in lines]
     out.insert(1, "|" + "|".join("-" * (x + 2) for x in w) + "|")

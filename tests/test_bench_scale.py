@@ -1,4 +1,4 @@
-"""bench/scale.py and bench/scale_loadgen.py, the pure parts of T9 (no benchmark runs here)."""
+"""bench/scale.py, scale_report.py and scale_loadgen.py: the pure parts of T9 (no benchmark runs)."""
 
 import resource
 import sys
@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 scale = pytest.importorskip("scale")
+scale_report = pytest.importorskip("scale_report")
 lg = pytest.importorskip("scale_loadgen")
 svgplot = pytest.importorskip("svgplot")
 
@@ -47,10 +48,10 @@ def _row(rows, start: str) -> dict:
 
 
 def test_every_target_passes_on_good_figures():
-    rows = scale.rows({"ocppgw": _good(), "bare": _good()}, N)
+    rows = scale_report.rows({"ocppgw": _good(), "bare": _good()}, N)
     judged = [r for r in rows if r["ocppgw pass"] is not None]
     assert judged and all(r["ocppgw pass"] is True for r in judged)
-    assert len(rows) == len(scale.ROWS)
+    assert len(rows) == len(scale_report.ROWS)
 
 
 @pytest.mark.parametrize(
@@ -69,29 +70,29 @@ def test_every_target_passes_on_good_figures():
     ],
 )
 def test_each_target_fails_past_its_limit(start, key, value):
-    row = _row(scale.rows({"ocppgw": _good(**{key: value})}, N), start)
+    row = _row(scale_report.rows({"ocppgw": _good(**{key: value})}, N), start)
     assert row["ocppgw pass"] is False
     assert row["bare"] is None and row["bare pass"] is None  # bare not run: n/a, not a fail
 
 
 def test_storm_time_fails_with_failures_even_when_fast():
-    row = _row(scale.rows({"ocppgw": _good(storm_failed=2)}, N), "T9 reconnect storm")
+    row = _row(scale_report.rows({"ocppgw": _good(storm_failed=2)}, N), "T9 reconnect storm")
     assert row["ocppgw pass"] is False
 
 
 def test_saturated_generator_marks_the_phase_invalid_not_failed():
     res = _good(storm_s=80.0, generator_max_pct=97.0)
     res["generator_pct"] = {"connect": 50.0, "traffic": 20.0, "storm": 97.0}
-    rows = scale.rows({"ocppgw": res}, N)
+    rows = scale_report.rows({"ocppgw": res}, N)
     assert _row(rows, "T9 reconnect storm")["ocppgw pass"] == "invalid"
     assert _row(rows, "T9 load generator")["ocppgw pass"] is False
     assert _row(rows, "T9 upstream latency p99")["ocppgw pass"] is True  # another phase
 
 
 def test_info_rows_have_no_verdict_and_table_prints_both_servers():
-    rows = scale.rows({"ocppgw": _good(), "bare": _good(capacity_refusal=None)}, N)
+    rows = scale_report.rows({"ocppgw": _good(), "bare": _good(capacity_refusal=None)}, N)
     assert _row(rows, "T9 CPU at 0.05")["ocppgw pass"] is None
-    text = scale.table(rows)
+    text = scale_report.table(rows)
     assert "bare pass" in text and "ocppgw pass" in text and "n/a" in text
     assert text.count("\n") == len(rows) + 1
 
@@ -217,7 +218,7 @@ def test_plan_fits_the_run_in_a_capped_fd_limit():
 
 def test_connected_is_judged_against_each_servers_own_station_count():
     bare = _good(stations=18976, connected=18976)
-    rows = scale.rows({"ocppgw": _good(stations=N), "bare": bare}, N)
+    rows = scale_report.rows({"ocppgw": _good(stations=N), "bare": bare}, N)
     row = _row(rows, "T9 stations connected")
     assert row["bare pass"] is True and row["ocppgw pass"] is True
 
