@@ -86,9 +86,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="load generator processes")
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--no-spy", action="store_true", help="storms only, no profile")
+    ap.add_argument(
+        "--spy-seconds", type=float, default=600, help="profile only a storm's first S seconds"
+    )
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
     ap.add_argument("--storm-limit", type=float, help="a storm gives up after this many s")
     ap.add_argument("--no-cold", action="store_true", help="skip the storm after a restart")
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        default=200,
+        help="handshakes in flight per generator worker while connecting (n/workers: a cold "
+        "storm on a fresh gateway, with --connect-only)",
+    )
+    ap.add_argument("--connect-only", action="store_true", help="no storms, only the connect")
     ap.add_argument("--db", default="postgres")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     args = ap.parse_args()
@@ -119,6 +130,7 @@ def _run(args, spy, started, logs, kernel) -> None:
     argv = ["scale_loadgen.py", "--url", f"ws://127.0.0.1:{port}/ocpp/", "-n", str(args.n)]
     argv += ["--workers", str(args.workers), "--prefix", run.PREFIX]
     argv += ["--password", scale.SCALE_PASSWORD, "--per-station-rate", "0.05"]
+    argv += ["--concurrency", str(args.concurrency)]
     out: dict = {"n": args.n, "processes": args.processes, "env": args.env, "kernel": kernel}
     out["phases"] = {}
 
@@ -128,7 +140,7 @@ def _run(args, spy, started, logs, kernel) -> None:
         if not args.no_spy:
             for pid in pids:
                 cmd = [spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw"]
-                cmd += ["--rate", str(args.rate), "--duration", "600"]
+                cmd += ["--rate", str(args.rate), "--duration", str(int(args.spy_seconds))]
                 cmd += ["--output", str(logs / f"{name}-{pid}.txt")]
                 spies.append(
                     subprocess.Popen(
@@ -171,10 +183,11 @@ def _run(args, spy, started, logs, kernel) -> None:
         try:
             lg.expect("ready", 60)
             phase("connect", lg, "connect", "connected")
-            time.sleep(3)
             storm = "storm" + (f" {args.storm_limit}" if args.storm_limit else "")
-            phase("remembered", lg, storm, "stormed")
-            if not args.no_cold:
+            if not args.connect_only:
+                time.sleep(3)
+                phase("remembered", lg, storm, "stormed")
+            if not (args.connect_only or args.no_cold):
                 g.stop()
                 g.forget_verified()  # nothing remembered: not in Redis either
                 g.start(port, args.processes)

@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from scale_report import MIB, rows, table, write_plots
+from scale_report import MIB, generator_share, rows, table, write_plots
 
 PROBE_EVERY_S = 0.25
 
@@ -129,6 +129,7 @@ def collect(lg, final: str, timeout: float, srv_pid: int, run) -> tuple[dict, li
     samples, deadline = [], time.monotonic() + timeout
     t0 = last_t = time.monotonic()
     last_c = run.cpu_s(srv_pid)
+    last_gen = None  # the generator's workers' CPU seconds at the last sample
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -143,15 +144,18 @@ def collect(lg, final: str, timeout: float, srv_pid: int, run) -> tuple[dict, li
             raise RuntimeError(f"load generator ended before {final}, see {lg.log.name}")
         if ev.get("event") == "progress" and time.monotonic() - last_t >= 1.0:
             now, c = time.monotonic(), run.cpu_s(srv_pid)
-            samples.append(
-                {
-                    "t": round(now - t0, 2),
-                    "connected": ev["connected"],
-                    "rss": run.rss(srv_pid),
-                    "cpu_pct": round((c - last_c) / (now - last_t) * 100, 1),
-                }
-            )
-            last_t, last_c = now, c
+            sample = {
+                "t": round(now - t0, 2),
+                "connected": ev["connected"],
+                "rss": run.rss(srv_pid),
+                "cpu_pct": round((c - last_c) / (now - last_t) * 100, 1),
+            }
+            gen = ev.get("cpu")
+            if gen and last_gen and None not in gen + last_gen and len(gen) == len(last_gen):
+                per = [(a - b) / (now - last_t) * 100 for a, b in zip(gen, last_gen, strict=True)]
+                sample["gen_pct"], sample["gen_max_pct"] = round(sum(per), 1), round(max(per), 1)
+            samples.append(sample)
+            last_t, last_c, last_gen = now, c, gen
 
 
 def _failed(st: dict, n: int) -> int:
@@ -309,6 +313,7 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         res["storm_s"] = round(st["t_last"] - st["t_start"], 1)
         res["storm_failed"] = _failed(st, n)
         res["storm_errors"], res["storm_refused"] = st["errors"], st["refused"]
+        res["storm_generator"] = generator_share(res["storm_samples"])
         res["rss_after_storm_mib"] = round(run.rss(srv.pid) / MIB, 1)
         save(res)
         # restart, nothing remembered
@@ -323,6 +328,7 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         res["cold_s"] = round(st["t_last"] - st["t_start"], 1)
         res["cold_failed"] = _failed(st, n)
         res["cold_errors"], res["cold_refused"] = st["errors"], st["refused"]
+        res["cold_generator"] = generator_share(res["cold_samples"])
         if name == "ocppgw":
             res["metrics_refusals"] = metrics_refusals(port)
         save(res)

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import errno
 import multiprocessing as mp
+import os
 import random
 import resource
 import socket
@@ -94,6 +95,16 @@ async def source_socket(source: str, host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` (Linux /proc), None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_now() -> float:
@@ -341,11 +352,13 @@ def main() -> None:
     nofile = raise_nofile(args.n // args.workers + 4096)
     ctx = mp.get_context("fork")
     progress = ctx.Array("q", args.workers, lock=False)
-    pipes = []
+    pipes, workers = [], []
     for wid, idx in enumerate(deal(args.n, args.workers)):
         mine, theirs = ctx.Pipe()
-        ctx.Process(target=child, args=(args, wid, idx, theirs, progress), daemon=True).start()
+        worker = ctx.Process(target=child, args=(args, wid, idx, theirs, progress), daemon=True)
+        worker.start()
         pipes.append(mine)
+        workers.append(worker.pid)
 
     def gather(busy: bool) -> dict:
         evs = [None] * len(pipes)
@@ -356,7 +369,10 @@ def main() -> None:
                     evs[k] = c.recv()
             if busy and time.monotonic() - last >= 0.5:
                 last = time.monotonic()
-                emit({"event": "progress", "t": last, "connected": sum(progress)})
+                # each worker's CPU seconds so far (read from outside: a worker busy with a
+                # storm's burst could not report it itself); the bench takes the differences
+                cpu = [process_cpu_s(pid) for pid in workers]
+                emit({"event": "progress", "t": last, "connected": sum(progress), "cpu": cpu})
         return merge(evs)
 
     first = gather(False) | {

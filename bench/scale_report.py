@@ -40,6 +40,12 @@ ROWS = (
     ("T9 storm after restart, all in", "s", "cold_s", "<= 120 s, 0 failed",
      ("storm", 120, "cold_failed"), "cold"),
     ("T9 storm failed attempts (after restart)", "conns", "cold_failed", "0", "zero", "cold"),
+    # on one machine the generator's reconnects take cores the server then lacks (its
+    # connect() calls, and a retry for every refusal): how much, while the storms ran
+    ("T9 generator CPU in the storm (remembered): all workers, mean / first 30 s",
+     "% core", "storm_generator", "(info)", None, None),
+    ("T9 generator CPU in the storm after restart: all workers, mean / first 30 s",
+     "% core", "cold_generator", "(info)", None, None),
     ("T9 past-capacity refusal 1013/503 counted in /metrics", "", "capacity_refusal",
      "exists", "true", None),
     ("T9 load generator CPU, busiest process, worst phase", "% core", "generator_max_pct",
@@ -62,6 +68,17 @@ def check(rule, value, result: dict, n: int):
     if rule[0] == "storm":
         return value <= rule[1] and result.get(rule[2]) == 0
     raise ValueError(rule)
+
+
+def generator_share(samples: list[dict], first_s: float = 30.0) -> str | None:
+    """The generator's CPU over a storm's samples (all workers, % of one core): "mean / mean of
+    the first `first_s` s", or None when the samples do not carry it."""
+    pcts = [(s["t"], s["gen_pct"]) for s in samples if "gen_pct" in s]
+    if not pcts:
+        return None
+    first = [p for t, p in pcts if t <= first_s] or [pcts[0][1]]
+    mean = sum(p for _, p in pcts) / len(pcts)
+    return f"{mean:.0f} / {sum(first) / len(first):.0f}"
 
 
 def generator_ok(result: dict, phase: str | None) -> bool:

@@ -85,18 +85,22 @@ def refuse_early(gw, raw_path: bytes, authorization: bytes | None) -> Refusal | 
     A storm's refused stations come back within seconds, and each refusal made by admit() cost
     a whole ASGI application (bench/README.md, T9); this one costs a dict lookup. Only the two
     "not now" answers, and only when certain without I/O: the process is full, or its password
-    checks are queued past their bound and this password is not remembered here (one another
-    process verified is refused too: it is retryable). Everything else is left to admit().
+    checks (or the handshakes under way at the edge, which a storm's burst fills before any
+    check is queued) are past OCPPGW_MAX_PENDING_HANDSHAKES and this password is not known
+    verified, here or by another process of the node (its claims say so). Everything else is
+    left to admit().
     """
-    handshakes = gw.handshaking + 1  # this one is not counted yet
-    backlogged = gw.gatekeeper.backlogged()
-    if not backlogged and not _over(gw, handshakes):
+    # asked before this connection is a WebSocket: neither a handshake nor an open socket yet
+    handshakes, uncounted = gw.handshaking + 1, 1
+    edge = gw.edge_handshakes
+    backlogged = gw.gatekeeper.backlogged(edge() if edge is not None else 0)
+    if not backlogged and not _over(gw, handshakes, uncounted):
         return None
     cid, problem = identity.parse_path(raw_path)
     if problem or not cid or identity.validate(cid):
         return None  # admit() refuses it with the rule it broke
     cid_key = identity.key(cid)
-    full = _capacity(gw, cid_key, handshakes)
+    full = _capacity(gw, cid_key, handshakes, uncounted)
     if full or cid_key in gw.registry:
         return full  # a station held here replaces its connection: never refused
     if (
@@ -108,20 +112,21 @@ def refuse_early(gw, raw_path: bytes, authorization: bytes | None) -> Refusal | 
     return None
 
 
-def _over(gw, handshakes: int) -> bool:
+def _over(gw, handshakes: int, uncounted: int = 0) -> bool:
     """Whether the places taken pass the process's bound: its open sockets where the edge
-    counts them (this handshake's included), else the stations held plus `handshakes` in
-    progress. Sockets, because the bound is the fd limit's (stations/limits.py): a station
-    whose old socket is gone but not yet released here, reconnecting, takes one place, not two."""
+    counts them (plus `uncounted`, asked about before it counts them), else the stations held
+    plus `handshakes` in progress. Sockets, because the bound is the fd limit's
+    (stations/limits.py): a station whose old socket is gone but not yet released here,
+    reconnecting, takes one place, not two."""
     sockets = gw.open_sockets
-    taken = sockets() if sockets is not None else len(gw.registry) + handshakes
+    taken = sockets() + uncounted if sockets is not None else len(gw.registry) + handshakes
     return taken > gw.max_stations
 
 
-def _capacity(gw, cid_key: str, handshakes: int) -> Refusal | None:
+def _capacity(gw, cid_key: str, handshakes: int, uncounted: int = 0) -> Refusal | None:
     """The capacity refusal, if due; a station held here is never refused: its new connection
     replaces the old one."""
-    if _over(gw, handshakes) and cid_key not in gw.registry:
+    if _over(gw, handshakes, uncounted) and cid_key not in gw.registry:
         return Refusal(
             "capacity", f"gateway full ({gw.max_stations} stations per process): retry later"
         )

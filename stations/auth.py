@@ -71,12 +71,13 @@ class CredentialCache:
         self._by_cid: dict[str, set[bytes]] = {}
         self.hits = self.misses = 0
 
-    def _digest(self, cid_key: str, password: str) -> bytes:
+    def digest(self, cid_key: str, password: str) -> bytes:
+        """The key a verification of (cid_key, password) is remembered under."""
         message = cid_key.encode() + b"\0" + password.encode()
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
     def get(self, cid_key: str, password: str, *, stale_ok: bool = False) -> Credentials | None:
-        entry = self._entries.get(self._digest(cid_key, password))
+        entry = self._entries.get(self.digest(cid_key, password))
         if entry and (stale_ok or entry.expires > time.monotonic()):
             self.hits += 1
             return entry.credentials
@@ -85,8 +86,18 @@ class CredentialCache:
 
     def knows(self, cid_key: str, password: str) -> bool:
         """Whether a valid verification is remembered, without counting a hit or a miss."""
-        entry = self._entries.get(self._digest(cid_key, password))
+        return self.knows_digest(self.digest(cid_key, password))
+
+    def knows_digest(self, digest: bytes) -> bool:
+        entry = self._entries.get(digest)
         return entry is not None and entry.expires > time.monotonic()
+
+    def newest_digest(self, cid_key: str) -> bytes | None:
+        """The digest of the station's most recently remembered verification, if any."""
+        digests = self._by_cid.get(cid_key)
+        if not digests:
+            return None
+        return max(digests, key=lambda d: self._entries[d].expires if d in self._entries else 0)
 
     def put(self, password: str, credentials: Credentials) -> None:
         if self.ttl <= 0:
@@ -94,7 +105,7 @@ class CredentialCache:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
             self._by_cid.clear()
-        digest = self._digest(credentials.cid_key, password)
+        digest = self.digest(credentials.cid_key, password)
         self._entries[digest] = _Entry(credentials, time.monotonic() + self.ttl)
         self._by_cid.setdefault(credentials.cid_key, set()).add(digest)
 
@@ -229,7 +240,7 @@ class SharedCredentialCache:
         return self._redis
 
     def _key(self, cid_key: str, password: str) -> str:
-        return SHARED_PREFIX + self.cache._digest(cid_key, password).hex()
+        return SHARED_PREFIX + self.cache.digest(cid_key, password).hex()
 
     async def get(self, cid_key: str, password: str) -> Credentials | None:
         loop = asyncio.get_running_loop()

@@ -29,11 +29,16 @@ def kick_message(cid_key: str, reason: str, node: str) -> bytes:
 
 
 class Cluster:
-    def __init__(self, url: str, node: str, on_claim, on_kick, held=lambda: ()):
+    def __init__(
+        self, url: str, node: str, on_claim, on_kick, held=lambda: (), tag=None, on_tag=None
+    ):
         self.url, self.node = url, node
         # on_claim returns this process's newer (cid_key, conn, seq) of the station, if any
         self.on_claim, self.on_kick = on_claim, on_kick
         self.held = held  # () -> the (cid_key, conn, seq) of every station held here
+        # tag(cid_key) -> hex tag of the password verified here, carried by the claim; another
+        # process hands it to on_tag(cid_key, tag) (stations/gatekeeper.py)
+        self.tag, self.on_tag = tag, on_tag
         self.newest: dict[str, int] = {}  # cid_key -> newest claim seen from other processes
         self._redis = None
         self.healthy = not url
@@ -56,6 +61,9 @@ class Cluster:
 
     def _claim_message(self, cid_key: str, connection_id: str, seq: int) -> bytes:
         message = {"op": "claim", "cid": cid_key, "conn": connection_id, "seq": seq}
+        tag = self.tag(cid_key) if self.tag is not None else None
+        if tag:
+            message["v"] = tag
         return orjson.dumps({**message, "node": self.node})
 
     async def _resync(self) -> None:
@@ -174,6 +182,8 @@ class Cluster:
         if message.get("op") == "claim":
             cid_key, seq = message["cid"], message["seq"]
             self.newest[cid_key] = max(seq, self.newest.get(cid_key, 0))
+            if self.on_tag is not None and isinstance(message.get("v"), str):
+                self.on_tag(cid_key, message["v"])
             newer = self.on_claim(cid_key, message["conn"], seq)
             if newer:  # an older claim (re-announced after an outage): tell its holder
                 asyncio.get_running_loop().create_task(self.claim(*newer))

@@ -22,6 +22,9 @@ from stations.refusals import Refusal
 log = logging.getLogger("ocppgw.gateway")
 
 AUTH_BACKLOG = Refusal("auth_backlog", "too many handshakes waiting: retry later")
+# a claim's tag of a verified password: the start of the cache's HMAC (auth.CredentialCache).
+# It only spares a station the edge's "not now"; the handshake still verifies the password
+TAG_BYTES = 8
 
 
 class Gatekeeper:
@@ -37,6 +40,9 @@ class Gatekeeper:
         self.address_failures = FailureCounter(s.OCPPGW_AUTH_FAILURES_PER_MIN * 10)
         self.max_pending = s.OCPPGW_MAX_PENDING_HANDSHAKES
         self.pending = 0  # handshakes queued for, or in, an uncached password check
+        # cid_key -> tag of the password another process of the node verified (its claims carry
+        # it): lets the edge tell a remembered station from a new one without asking Redis
+        self.elsewhere: dict[str, bytes] = {}
         self.checks = 0  # checks that went to the database and the hash (/metrics misses)
 
     async def authenticate(self, cid_key: str, header: bytes | None, address: str | None):
@@ -95,18 +101,36 @@ class Gatekeeper:
             self._spawn(self.shared.put(password, credentials))  # the handshake need not wait
         return credentials, None
 
-    def backlogged(self) -> bool:
-        """Whether a handshake needing a password check would be refused auth_backlog now."""
-        return bool(self.max_pending) and self.pending >= self.max_pending
+    def backlogged(self, in_progress: int = 0) -> bool:
+        """Whether a handshake needing a password check would be refused auth_backlog now;
+        `in_progress`: handshakes under way that may yet need one (the edge's count)."""
+        waiting = max(self.pending, in_progress)
+        return bool(self.max_pending) and waiting >= self.max_pending
 
     def remembers(self, cid_key: str, header: bytes | None) -> bool:
-        """Whether this process remembers the header's password as verified for the station."""
+        """Whether the header's password is known verified for the station, by this process or
+        (from its claims) by another process of the node."""
         parsed = auth.parse_basic(header)
-        return parsed is not None and self.cache.knows(cid_key, parsed[1])
+        if parsed is None:
+            return False
+        digest = self.cache.digest(cid_key, parsed[1])
+        if self.cache.knows_digest(digest):
+            return True
+        return self.elsewhere.get(cid_key) == digest[:TAG_BYTES]
+
+    def tag(self, cid_key: str) -> str | None:
+        """Hex tag of a password verified here for the station (a claim carries it)."""
+        digest = self.cache.newest_digest(cid_key)
+        return digest[:TAG_BYTES].hex() if digest else None
+
+    def verified_elsewhere(self, cid_key: str, tag: str) -> None:
+        with contextlib.suppress(ValueError):
+            self.elsewhere[cid_key] = bytes.fromhex(tag)[:TAG_BYTES]
 
     def forget(self, cid_key: str) -> None:
         """The station's credentials changed: no process may use a remembered verification."""
         self.cache.forget(cid_key)
+        self.elsewhere.pop(cid_key, None)
         if self.shared is not None:
             self._spawn(self.shared.forget(cid_key))
 

@@ -80,6 +80,9 @@ class Gateway:
         # () -> open WebSocket sockets, handshakes included: set by the edge (ocppgw/edge/serve.py);
         # None under another ASGI server (tests), where held + handshaking stand for it
         self.open_sockets = None
+        # () -> WebSocket handshakes in progress at the edge (same origin; None: only the
+        # password checks queued bound a burst)
+        self.edge_handshakes = None
         self._early = collections.Counter()  # refusals before the upgrade since the last log line
         self._early_logged = 0.0
         self.inbox = Inbox(self)
@@ -103,6 +106,9 @@ class Gateway:
             on_claim=lambda *claim: self.registry.on_claim(*claim),
             on_kick=lambda *kick: self.registry.on_kick(*kick),
             held=lambda: self.registry.claims(),
+            # claims tell the node's other processes which password was verified (gatekeeper.py)
+            tag=self.gatekeeper.tag,
+            on_tag=self.gatekeeper.verified_elsewhere,
         )
         self.registry = Registry(self.bridge, self.cluster, self.rules)
         self._tasks: list[asyncio.Task] = []

@@ -119,7 +119,7 @@ def test_cache_never_holds_the_secret_and_depends_on_the_secret_key(clock):
     cache.put("right-password-0001", credentials())
     assert all(b"right-password" not in digest for digest in cache._entries)
     other = CredentialCache("another-key", ttl_s=60)
-    assert cache._digest("cp1", "x") != other._digest("cp1", "x")
+    assert cache.digest("cp1", "x") != other.digest("cp1", "x")
 
 
 def test_cache_with_zero_ttl_remembers_nothing(clock):

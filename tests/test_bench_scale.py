@@ -1,5 +1,6 @@
 """bench/scale.py, scale_report.py and scale_loadgen.py: the pure parts of T9 (no benchmark runs)."""
 
+import os
 import resource
 import sys
 from pathlib import Path
@@ -228,3 +229,15 @@ def test_a_storm_counts_each_station_not_back_once():
     st = {"connected": N - 3, "errors": {"gave up": 3, "TimeoutError": 2}}
     assert scale._failed(st, N) == 5
     assert scale._failed({"connected": N, "errors": {}}, N) == 0
+
+
+def test_generator_share_is_the_mean_and_the_first_seconds_of_a_storm():
+    samples = [{"t": 1, "gen_pct": 150.0}, {"t": 20, "gen_pct": 90.0}, {"t": 40, "gen_pct": 0.0}]
+    assert scale_report.generator_share(samples, first_s=30) == "80 / 120"
+    assert scale_report.generator_share([{"t": 1, "cpu_pct": 5}]) is None
+
+
+def test_process_cpu_is_read_from_proc():
+    used = lg.process_cpu_s(os.getpid())
+    assert used is not None and used > 0
+    assert lg.process_cpu_s(2**22 + 12345) is None  # no such process

@@ -5,9 +5,13 @@ Stations are driven in process (tests/asgi_station.py); tests/e2e/ covers what o
 
 import uuid
 
+import orjson
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 
+from stations import auth, identity
+from stations import cluster as cluster_mod
 from stations import gateway as gateway_module
 from stations.models import MessageLog, Station
 from tests.asgi_station import MARKER, ChargePoint, connect, probe_for, refusals
@@ -207,9 +211,11 @@ async def test_capacity_counts_open_sockets_where_the_edge_counts_them(gateway, 
     path, auth = f"/ocpp/{other.cid}".encode(), basic(other.cid, PASSWORD).encode()
     try:
         assert gw.refuse_early(path, auth) is not None
-        gw.open_sockets = lambda: 2  # two handshakes open, the held one's socket closed
+        # asked before this connection's socket is counted: one other handshake open, the
+        # held one's socket closed, and this one make 2
+        gw.open_sockets = lambda: 1
         assert gw.refuse_early(path, auth) is None
-        gw.open_sockets = lambda: 3
+        gw.open_sockets = lambda: 2
         assert gw.refuse_early(path, auth) is not None
     finally:
         gw.max_stations, gw.handshaking, gw.open_sockets = 10, 0, None
@@ -239,3 +245,54 @@ async def test_early_refusal_when_checks_are_backlogged_spares_a_remembered_pass
         assert gw.refuse_early(b"/ocpp/bad%20id", basic(new.cid, PASSWORD).encode()) is None
     finally:
         gw.gatekeeper.pending = 0
+
+
+async def test_a_storms_burst_is_bounded_by_the_handshakes_under_way_at_the_edge(
+    gateway, station_factory
+):
+    # a storm's requests are parsed in one loop turn, before any password check is queued: the
+    # handshakes the edge has under way bound them; a password known verified still passes
+    remembered, elsewhere, new = [await station_factory() for _ in range(3)]
+    ws = await connect(remembered.cid)
+    await ws.disconnect()
+    gw = gateway_module.get_gateway()
+    # the tag this process's claims carry: any process of the node computes the same one
+    other = auth.CredentialCache(settings.SECRET_KEY, 60)
+    key = identity.key(remembered.cid)
+    assert gw.gatekeeper.tag(key) == other.digest(key, PASSWORD)[:8].hex()
+    assert gw.gatekeeper.pending == 0
+    gw.edge_handshakes = lambda: gw.gatekeeper.max_pending  # the edge holds a full burst
+    try:
+        assert gw.refuse_early(*upgrade(new.cid)) is not None
+        assert gw.refuse_early(*upgrade(remembered.cid)) is None
+        # another process verified it: its claim carried the tag of the password
+        tag = other.digest(identity.key(elsewhere.cid), PASSWORD)[:8].hex()
+        assert gw.refuse_early(*upgrade(elsewhere.cid)) is not None
+        gw.gatekeeper.verified_elsewhere(identity.key(elsewhere.cid), tag)
+        assert gw.refuse_early(*upgrade(elsewhere.cid)) is None
+        # ... for that password only
+        assert gw.refuse_early(*upgrade(elsewhere.cid, "wrong-password-123")) is not None
+        gw.edge_handshakes = lambda: gw.gatekeeper.max_pending - 1
+        assert gw.refuse_early(*upgrade(new.cid)) is None
+    finally:
+        gw.edge_handshakes = None
+
+
+def upgrade(cid: str, password: str = PASSWORD) -> tuple[bytes, bytes]:
+    return f"/ocpp/{cid}".encode(), basic(cid, password).encode()
+
+
+def test_a_claim_carries_the_tag_of_the_verified_password_to_the_other_processes():
+    learned = {}
+    c = cluster_mod.Cluster(
+        "redis://x", "n1", on_claim=lambda *a: None, on_kick=None,
+        tag=lambda key: "00112233aabbccdd" if key == "cp1" else None,
+        on_tag=lambda key, tag: learned.__setitem__(key, tag),
+    )  # fmt: skip
+    message = orjson.loads(c._claim_message("cp1", "conn", 5))
+    assert message["v"] == "00112233aabbccdd"
+    assert "v" not in orjson.loads(c._claim_message("cp2", "conn", 5))
+    other = cluster_mod.Cluster("redis://x", "n2", on_claim=lambda *a: None, on_kick=None,
+                                on_tag=lambda key, tag: learned.__setitem__(key, tag))  # fmt: skip
+    other._handle(orjson.dumps(message))
+    assert learned == {"cp1": "00112233aabbccdd"}

@@ -105,19 +105,33 @@ def test_twisted_tcp_server_write_buffer_state():
     assert "self.socket" in _source(tcp.Connection.__init__)
 
 
-def test_asyncio_queue_takes_items_through_get():
-    # ocppgw/edge/wsprotocol.py patches the application queue's _get to resume reading
-    queue = asyncio.Queue()
-    taken = []
-    original = queue._get
+def test_daphne_builds_requests_from_its_module_and_finish_releases_them():
+    # ocppgw/edge/wsprotocol.py install() replaces http_protocol.WebRequest (EdgeRequest); its
+    # refusal relies on finish() taking the request out of the server, and on a channel that
+    # is not persistent closing once the answer is written
+    from daphne import http_protocol
+    from twisted.web import http
 
-    def spy():
-        taken.append(True)
-        return original()
+    assert "protocol.requestFactory = WebRequest" in _source(http_protocol.HTTPFactory.buildProtocol)
+    assert "protocol_disconnected(self)" in _source(http_protocol.WebRequest.finish)
+    assert "ws_factory.buildProtocol" in _source(http_protocol.WebRequest.process)
+    done = _source(http.HTTPChannel.requestDone)
+    assert "if self.persistent:" in done and "self.loseConnection()" in done
 
-    queue._get = spy
-    queue.put_nowait(1)
-    assert queue.get_nowait() == 1 and taken
+
+def test_twisted_port_accepts_numberaccepts_per_read():
+    # ocppgw/edge/server.py bounds the connections a listening port takes per loop turn
+    assert "self.numberAccepts" in _source(tcp.Port.doRead)
+    assert "self.numberAccepts = " in _source(tcp.Port.__init__)
+    assert hasattr(daphne_server.Server, "listen_success")
+
+
+def test_autobahn_tells_the_protocol_when_the_handshake_is_done():
+    # ocppgw/edge/wsprotocol.py counts handshakes under way until onOpen (or the socket's loss)
+    assert hasattr(ws_protocol.WebSocketProtocol, "onOpen")
+    from autobahn.websocket import protocol as autobahn
+
+    assert "self._onOpen()" in _source(autobahn.WebSocketServerProtocol.succeedHandshake)
 
 
 def test_paho_internals_the_bridge_uses():

@@ -124,6 +124,7 @@ def _start_gateway():
         # a storm's retryable refusals are answered before Daphne builds an application
         wsprotocol.early_refusal = gw.refuse_early
         gw.open_sockets = lambda: wsprotocol.open_sockets  # places taken (admission.py)
+        gw.edge_handshakes = lambda: wsprotocol.handshakes  # a storm's burst (admission.py)
 
     asyncio.get_event_loop().create_task(start())
 

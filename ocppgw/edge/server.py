@@ -18,6 +18,12 @@ from ocppgw.edge.framequeue import FrameQueue
 logger = logging.getLogger("daphne.server")  # the messages are Daphne's
 
 TICK_S = 2.0  # Daphne's timeout sweep: HTTP requests and WebSockets not yet (or no longer) open
+# Connections a listening port takes per loop turn. Twisted grows its batch by 20 for every full
+# one, without bound: in a reconnect storm a turn took in thousands of requests, and the
+# handshakes already admitted waited behind all of them, a loop turn per step (a cold storm of
+# 50,000 on three processes: no password check started in the first 20 s, bench/README.md, T9).
+# The rest wait in the kernel's listen queue, in order, at no cost.
+ACCEPTS_PER_TURN = 200
 GRAIN_S = 1.0  # timeout checks run on a whole-second grid
 APPLICATION_CHECK_S = 1.0  # Daphne's
 
@@ -34,6 +40,17 @@ class GatewayServer(Server):
         self._due = {}  # grid time -> protocols whose check_timeouts() runs then
         self._due_at = {}  # protocol -> its grid time in _due
         self._to_check = set()  # protocols the application checker has to look at
+
+    def listen_success(self, port):
+        super().listen_success(port)
+        if hasattr(port, "numberAccepts"):
+            read = port.doRead
+
+            def bounded_read():
+                port.numberAccepts = min(port.numberAccepts, ACCEPTS_PER_TURN)
+                return read()
+
+            port.doRead = bounded_read
 
     # --- timeouts and pings ------------------------------------------------------------------------
     def protocol_connected(self, protocol):

@@ -15,7 +15,7 @@ write buffer also stops reading until the station has taken its answers.
 import pprint
 
 from autobahn.websocket import protocol as autobahn_protocol
-from autobahn.websocket.types import ConnectionDeny
+from daphne import http_protocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
@@ -60,8 +60,9 @@ class _Formatted:
     __str__ = __repr__ = lambda self: pprint.pformat(self.obj)
 
 
-# (raw path, Authorization header) -> seconds for Retry-After to refuse the handshake with 503
-# before Daphne builds an application, or None; set by the gateway once it runs (serve.py)
+# (raw path, Authorization header) -> seconds for Retry-After to refuse the upgrade with 503
+# before a WebSocket protocol or an application is built (EdgeRequest), or None; set by the
+# gateway once it runs (serve.py)
 early_refusal = None
 # After such a refusal the process stops accepting for this long. With `--processes N` the
 # kernel hands each connection to whichever process accepts first, full or not: a full process
@@ -76,6 +77,11 @@ _paused_ports: set = set()
 # old socket closes at once, their consumers took seconds, and meanwhile the new connections of
 # the same stations were counted twice and refused (bench/README.md, T9)
 open_sockets = 0
+# WebSocket handshakes in progress (the request handed over, not yet open nor closed). Counted the
+# moment Daphne hands a request over: a storm's burst is parsed in one loop turn, before any
+# application has run, so the password checks queued (stations/gatekeeper.py) still read 0 while
+# thousands more pass; admission.refuse_early bounds the burst with this count instead
+handshakes = 0
 
 
 def _pause_accepting(port) -> None:
@@ -96,26 +102,8 @@ def _pause_accepting(port) -> None:
 
 class BackpressureWebSocketProtocol(WebSocketProtocol):
     _paused_by: frozenset = frozenset()  # "queue" (consumer behind), "unread" (write buffer)
-    _refused_early = False
     _counted = False  # in open_sockets
-
-    def onConnect(self, request):
-        if early_refusal is not None:
-            authorization = request.headers.get("authorization")
-            retry_after = early_refusal(
-                request.path.encode("latin-1"),
-                authorization.encode("latin-1") if authorization is not None else None,
-            )
-            if retry_after is not None:
-                # never handed to Daphne's server: nothing of it to clean up there (onClose)
-                self._retry_after, self._refused_early = retry_after, True
-                _pause_accepting(getattr(self.transport, "server", None))
-                raise ConnectionDeny(503, "Service Unavailable")
-        return super().onConnect(request)
-
-    def onClose(self, wasClean, code, reason):
-        if not self._refused_early:
-            super().onClose(wasClean, code, reason)
+    _handshaking = False  # in handshakes
 
     def _connectionMade(self):
         # autobahn pretty-prints its ~40 options for a debug line on every new connection, even
@@ -127,9 +115,20 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
             super()._connectionMade()
         finally:
             autobahn_protocol.pformat = pprint.pformat
-        global open_sockets
+        global open_sockets, handshakes
         open_sockets += 1
-        self._counted = True
+        handshakes += 1
+        self._counted = self._handshaking = True
+
+    def _handshake_over(self):
+        global handshakes
+        if self._handshaking:
+            handshakes -= 1
+            self._handshaking = False
+
+    def onOpen(self):
+        self._handshake_over()
+        super().onOpen()
 
     def applicationCreateWorked(self, application_queue):
         super().applicationCreateWorked(application_queue)
@@ -173,6 +172,7 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
         if self._counted:
             open_sockets -= 1
             self._counted = False
+        self._handshake_over()
         super().connectionLost(reason)
         # Break this connection's reference cycles (the queue's reader is the protocol,
         # autobahn's is_open/is_closed Deferreds hold it as their result): rungateway collects
@@ -194,8 +194,8 @@ class BackpressureWebSocketProtocol(WebSocketProtocol):
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         retry_after = getattr(self, "_retry_after", None)
-        # Daphne's serverReject of a 1013 close (403), or refused early (503)
-        if retry_after is not None and code in (403, 503):
+        # Daphne's serverReject of a 1013 close (403)
+        if retry_after is not None and code == 403:
             code, reason = 503, "Service Unavailable"
             responseHeaders = [*(responseHeaders or []), ("Retry-After", str(retry_after))]
         super().failHandshake(reason, code, responseHeaders)
@@ -249,6 +249,46 @@ def _write_at_once(transport, data: bytes) -> bool:
     return True
 
 
+class EdgeRequest(http_protocol.WebRequest):
+    """Daphne's HTTP request, answering a storm's "not now" itself (`early_refusal`).
+
+    Refused here, an upgrade costs Twisted's parse of the request and a 503: no autobahn
+    protocol is built, the request is not parsed a second time, no Deferreds are chained. A
+    storm refuses more handshakes than it admits (a cold one of 17,000 on one process: ~30,000
+    refusals, bench/README.md, T9), so their cost decides how soon the admitted ones finish.
+    """
+
+    def process(self):
+        retry_after = self._retry_after()
+        if retry_after is None:
+            return super().process()
+        _pause_accepting(getattr(self.transport, "server", None))
+        self.setResponseCode(503)
+        self.setHeader(b"Retry-After", str(retry_after).encode())
+        self.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        self.setHeader(b"Content-Length", b"%d" % len(REFUSED_BODY))
+        self.setHeader(b"Connection", b"close")
+        self.channel.persistent = False  # closed once the answer is written
+        self.write(REFUSED_BODY)
+        self.finish()  # also takes the request out of Daphne's server (protocol_disconnected)
+        return None
+
+    def _retry_after(self) -> int | None:
+        if early_refusal is None:
+            return None
+        headers = self.requestHeaders
+        upgrade = headers.getRawHeaders(b"upgrade")
+        if not upgrade or upgrade[0].lower() != b"websocket":
+            return None
+        authorization = headers.getRawHeaders(b"authorization")
+        return early_refusal(self.path, authorization[0] if authorization else None)
+
+
+REFUSED_BODY = b"Service Unavailable: retry after the time in Retry-After\n"
+
+
 def install() -> None:
-    """Make Daphne's WebSocket factory build these protocols."""
+    """Make Daphne build these requests and WebSocket protocols."""
+    # Daphne's HTTPFactory.buildProtocol looks the request class up in its module on each call
+    http_protocol.WebRequest = EdgeRequest
     WebSocketFactory.protocol = BackpressureWebSocketProtocol

@@ -3,11 +3,14 @@ docs/contract.md §1), counted in /metrics, through a real gateway process: neve
 or a 403."""
 
 import asyncio
+import base64
+import os
 import re
 
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from tests.conftest import PASSWORD, basic
 from tests.e2e.conftest import open_socket
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +31,23 @@ async def refused_503(gw, cid: str):
     return refused.value.response
 
 
+async def raw_upgrade(gw, cid: str) -> bytes:
+    """Everything the gateway sends for one upgrade request, until it closes (5 s at most)."""
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /ocpp/{cid} HTTP/1.1\r\nHost: {gw.host}:{gw.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: ocpp1.6\r\nAuthorization: {basic(cid, PASSWORD)}\r\n\r\n"
+        ).encode()
+    )
+    try:
+        return await asyncio.wait_for(reader.read(), 5)  # b"" or more, then EOF: closed
+    finally:
+        writer.close()
+
+
 async def test_station_past_max_stations_gets_503_with_retry_after_and_is_counted(
     gateway_factory, pool
 ):
@@ -46,11 +66,19 @@ async def test_station_past_max_stations_gets_503_with_retry_after_and_is_counte
         assert asyncio.get_running_loop().time() < deadline, gw.log()[-2000:]
         await asyncio.sleep(0.1)
 
+    # on the wire: a whole HTTP answer, then the gateway closes the socket (never a hang)
+    answer = await raw_upgrade(gw, third)
+    head = answer.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 503 "), head
+    assert re.search(r"(?im)^retry-after: \d+\r?$", head), head
+    assert re.search(r"(?im)^content-length: \d+\r?$", head), head  # whole, not chunked
+    assert refusals(gw, "capacity") == 2
+
     # a station held here is never refused for capacity: its new connection replaces the old
     again = await open_socket(gw, second)
     await asyncio.wait_for(held[1].wait_closed(), 5)
     held[1] = again
-    assert refusals(gw, "capacity") == 1
+    assert refusals(gw, "capacity") == 2
 
     # a station leaves: the next one is admitted
     await held[0].close()
