@@ -290,6 +290,8 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         counter.stop()
         res["rss_peak_mib"] = round(sampler.stop() / MIB, 1)
         gen_pct["traffic"] = done.get("cpu_pct_max_worker")
+        # how far behind its schedule a worker fell: frames it sent late went out in a burst
+        res["generator_lag_max_s"] = done.get("lag_max_s")
         res["offered"] = round(n * args.scale_rate, 1)
         res["sent"] = done["sent"]
         res["published"] = rep["kinds"].get("call", 0)
@@ -445,7 +447,8 @@ def _main(run, args, n, started, logs, nofile, pl, kernel) -> None:
     for name, res in data["servers"].items():
         print(
             f"{name}: {json.dumps(res.get('settings', {}))}; generator CPU by phase "
-            f"{res.get('generator_pct')}; storm errors {res.get('storm_errors')}, "
+            f"{res.get('generator_pct')}, most behind its traffic schedule "
+            f"{res.get('generator_lag_max_s')} s; storm errors {res.get('storm_errors')}, "
             f"after restart {res.get('cold_errors')}; /metrics refusals "
             f"{res.get('metrics_refusals')}"
         )

@@ -72,6 +72,17 @@ MQTT_DROPPED = Counter(
 BROKER_UP = Gauge(
     "ocppgw_broker_connected", "1 when the MQTT connection is up", multiprocess_mode="livemin"
 )
+# a reconnect storm as it happens: what is under way, and how much of it waits for a hash
+HANDSHAKES = Gauge(
+    "ocppgw_handshakes_in_progress",
+    "WebSocket handshakes under way (request handed over, not yet open nor closed)",
+    multiprocess_mode="livesum",
+)
+AUTH_PENDING = Gauge(
+    "ocppgw_auth_checks_pending",
+    "Handshakes queued for, or in, a password check",
+    multiprocess_mode="livesum",
+)
 LOG_QUEUE = Gauge(
     "ocppgw_log_queued", "Message-log rows waiting for the database", multiprocess_mode="livesum"
 )
@@ -172,6 +183,9 @@ def sample(gw, walk_sessions: bool = True) -> None:
     MQTT_BUFFER.set(gw.bridge.buffered())
     BROKER_UP.set(1 if gw.bridge.connected else 0)
     LOG_QUEUE.set(len(gw.writer.rows))
+    edge = gw.edge_handshakes
+    HANDSHAKES.set(edge() if edge is not None else gw.handshaking)
+    AUTH_PENDING.set(gw.gatekeeper.pending)
     _sync(MQTT_DROPPED, "mqtt_dropped", gw.bridge.dropped)
     _sync(LOG_WRITTEN, "log_written", gw.writer.written)
     _sync(LOG_DROPPED, "log_dropped", gw.writer.dropped)

@@ -92,7 +92,10 @@ def _gateway(**counts):
             cache=types.SimpleNamespace(hits=counts["hits"]),
             shared=types.SimpleNamespace(hits=counts.get("shared", 0)),
             checks=counts.get("checks", 1),
+            pending=counts.get("pending", 0),
         ),
+        edge_handshakes=counts.get("edge"),
+        handshaking=counts.get("handshaking", 0),
     )
 
 
@@ -110,6 +113,16 @@ def test_sample_copies_depths_and_moves_counters_by_their_growth():
     assert value("ocppgw_auth_cache_hits_total") == hits + 5
     metrics.sample(_gateway(dropped=0, written=4, log_dropped=0, hits=0))  # a new Gateway
     assert value("ocppgw_log_rows_written_total") == written + 14
+
+
+def test_a_storm_shows_as_handshakes_under_way_and_checks_pending():
+    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0, pending=40,
+                            edge=lambda: 900, handshaking=3))  # fmt: skip
+    assert value("ocppgw_handshakes_in_progress") == 900  # the edge's count where it keeps one
+    assert value("ocppgw_auth_checks_pending") == 40
+    metrics.sample(_gateway(dropped=0, written=0, log_dropped=0, hits=0, handshaking=3))
+    assert value("ocppgw_handshakes_in_progress") == 3  # else the consumers' own
+    assert value("ocppgw_auth_checks_pending") == 0
 
 
 def test_shared_hits_and_hashed_checks_are_counted_apart():

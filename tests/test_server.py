@@ -95,3 +95,24 @@ async def test_an_application_ignoring_its_disconnect_is_cancelled_then_forgotte
     assert instance.cancelled()
     server.application_checker()
     assert protocol not in server.connections
+
+
+class _Port:
+    """A listening port as listen_success sees it: Twisted's batch size and its read."""
+
+    def __init__(self):
+        self.numberAccepts = 5000  # grown by a long storm
+        self.reads = []
+
+    def doRead(self):
+        self.reads.append(self.numberAccepts)
+
+
+def test_a_listening_port_takes_a_bounded_batch_of_connections_per_loop_turn(server):
+    port = _Port()
+    server.listen_success(port)
+    port.doRead()
+    assert port.reads == [gateway_server.ACCEPTS_PER_TURN]
+    port.numberAccepts = 20  # a quiet port keeps Twisted's own smaller batch
+    port.doRead()
+    assert port.reads[-1] == 20

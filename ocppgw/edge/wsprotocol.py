@@ -1,4 +1,5 @@
-"""Daphne WebSocket fixes: backpressure, every close code OCPP needs, the close reason, prompt writes.
+"""Daphne WebSocket fixes: backpressure, every close code OCPP needs, the close reason, prompt writes,
+and a storm's "not now" answered as plain HTTP before any WebSocket protocol is built.
 
 Backpressure: stop reading a socket while its consumer is behind, or while the station is not
 reading what we send it.
