@@ -48,6 +48,7 @@ class Counter:
         self.dup = 0
         self.bad = 0
         self.lat_us = array("q")
+        self.lat_s = array("l")  # second of arrival (since t0) of each latency in lat_us
         self.last_ns = self.t0
         self.slots = slots
         self.dropped: list[int] = []
@@ -95,6 +96,7 @@ class Counter:
         if isinstance(uid, str) and "." in uid:
             try:
                 self.lat_us.append((now - int(uid.rsplit(".", 1)[1])) // 1000)
+                self.lat_s.append((now - self.t0) // 1_000_000_000)
             except ValueError:
                 pass
 
@@ -104,6 +106,7 @@ class Counter:
         for d in (self.bins, self.kinds, self.actions, self.seen):
             d.clear()
         del self.lat_us[:]
+        del self.lat_s[:]
 
     def report(self) -> dict:
         """Everything run.py needs; latency percentiles over the whole run."""
@@ -132,10 +135,27 @@ class Counter:
                 "p999": pct(99.9),
                 "max": round(lat[-1] / 1000, 3) if lat else None,
             },
+            "latency_by_s": by_second(self.lat_s, self.lat_us),
             "drain_s": getattr(self, "drain_s", None),
             "drain_reason": getattr(self, "drain_reason", None),
             "broker_dropped": (self.dropped[-1] - self.dropped[0]) if self.dropped else None,
         }
+
+
+def by_second(seconds, lat_us) -> list[list]:
+    """[second, messages, p50 ms, p99 ms, max ms] for each second messages arrived in: one
+    percentile over a whole run hides when the slow ones came."""
+    per: dict[int, list[int]] = {}
+    for sec, us in zip(seconds, lat_us, strict=True):
+        per.setdefault(sec, []).append(us)
+    out = []
+    for sec in sorted(per):
+        lat = sorted(per[sec])
+        n = len(lat)
+        out.append(
+            [sec, n, lat[n // 2] / 1000, lat[min(n - 1, n * 99 // 100)] / 1000, lat[-1] / 1000]
+        )
+    return out
 
 
 def emit(obj: dict) -> None:

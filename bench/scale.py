@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from scale_report import MIB, generator_share, rows, table, write_plots
+from scale_report import MIB, generator_share, rows, slow_seconds, table, write_plots
 
 PROBE_EVERY_S = 0.25
 
@@ -299,6 +299,8 @@ def measure(run, srv, name: str, args, broker, logs: Path, port: int, n: int, pl
         failed += done.get("send_errors", 0)
         res["latency_p50"] = rep["latency_ms"]["p50"]
         res["latency_p99"] = rep["latency_ms"]["p99"]
+        res["latency_by_s"] = rep.get("latency_by_s") or []
+        res["slow_seconds"] = slow_seconds(res["latency_by_s"], 50.0)
         res["traffic_cpu_pct"] = round((c1 - c0) / (w1 - w0) * 100, 1)
         res["probe"] = pr
         res["probe_p99"] = round(pr["p99"], 2) if pr["p99"] is not None else None

@@ -28,6 +28,8 @@ ROWS = (
     ("T9 upstream rate offered", "msg/s", "offered", "(info: N x 0.05)", None, "traffic"),
     ("T9 upstream latency p50", "ms", "latency_p50", "(info)", None, "traffic"),
     ("T9 upstream latency p99", "ms", "latency_p99", "<= 50 ms", ("max", 50), "traffic"),
+    ("T9 upstream latency: seconds whose p99 passed 50 ms / seconds of traffic", "s",
+     "slow_seconds", "(info)", None, "traffic"),
     ("T9 frames lost", "frames", "lost", "0", "zero", "traffic"),
     ("T9 sockets closed by the server during the run", "conns", "closed_by_server", "0",
      "zero", None),
@@ -68,6 +70,14 @@ def check(rule, value, result: dict, n: int):
     if rule[0] == "storm":
         return value <= rule[1] and result.get(rule[2]) == 0
     raise ValueError(rule)
+
+
+def slow_seconds(by_second: list, limit_ms: float) -> str | None:
+    """How many seconds of a latency series (counter.by_second rows) had their p99 past
+    `limit_ms`, of how many: "k / n", or None without a series."""
+    if not by_second:
+        return None
+    return f"{sum(1 for row in by_second if row[3] > limit_ms)} / {len(by_second)}"
 
 
 def generator_share(samples: list[dict], first_s: float = 30.0) -> str | None:
@@ -126,7 +136,8 @@ def table(rs: list[dict]) -> str:
 
 
 def write_plots(servers: dict, out: Path, stem: str) -> list[Path]:
-    """RSS and CPU against connected stations, and the storms (connected over time)."""
+    """RSS and CPU against connected stations, latency p99 per second of traffic, and the storms
+    (connected over time)."""
     files = []
     spec = (
         (
@@ -155,6 +166,20 @@ def write_plots(servers: dict, out: Path, stem: str) -> list[Path]:
             s = res.get(phase) or []
             if s:
                 series[f"{name} {label}"] = [(p["t"], p["connected"]) for p in s]
+    path = out / f"{stem}-latency.svg"
+    path.write_text(
+        svgplot.svg_plot(
+            "Upstream latency p99 per second of traffic",
+            "s since the counter started",
+            "ms",
+            {
+                name: [(r[0], r[3]) for r in res.get("latency_by_s") or []]
+                for name, res in servers.items()
+            },
+            {"target 50 ms": 50},
+        )
+    )
+    files.append(path)
     path = out / f"{stem}-storm.svg"
     path.write_text(
         svgplot.svg_plot(

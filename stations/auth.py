@@ -84,11 +84,9 @@ class CredentialCache:
         self.misses += 1
         return None
 
-    def knows(self, cid_key: str, password: str) -> bool:
-        """Whether a valid verification is remembered, without counting a hit or a miss."""
-        return self.knows_digest(self.digest(cid_key, password))
-
     def knows_digest(self, digest: bytes) -> bool:
+        """Whether a valid verification is remembered under `digest`, without counting a hit or
+        a miss."""
         entry = self._entries.get(digest)
         return entry is not None and entry.expires > time.monotonic()
 

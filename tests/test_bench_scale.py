@@ -241,3 +241,13 @@ def test_process_cpu_is_read_from_proc():
     used = lg.process_cpu_s(os.getpid())
     assert used is not None and used > 0
     assert lg.process_cpu_s(2**22 + 12345) is None  # no such process
+
+
+def test_latency_by_second_shows_when_the_slow_messages_came():
+    counter = pytest.importorskip("counter")
+    seconds = [0] * 100 + [1] * 100
+    lat_us = [1000] * 100 + [1000] * 98 + [400_000, 900_000]
+    rows = counter.by_second(seconds, lat_us)
+    assert rows == [[0, 100, 1.0, 1.0, 1.0], [1, 100, 1.0, 900.0, 900.0]]
+    assert scale_report.slow_seconds(rows, 50.0) == "1 / 2"
+    assert scale_report.slow_seconds([], 50.0) is None
