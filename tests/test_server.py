@@ -116,3 +116,13 @@ def test_a_listening_port_takes_a_bounded_batch_of_connections_per_loop_turn(ser
     port.numberAccepts = 20  # a quiet port keeps Twisted's own smaller batch
     port.doRead()
     assert port.reads[-1] == 20
+
+
+def test_a_graceful_shutdown_that_times_out_says_so():
+    from ocppgw.edge import serve
+
+    line = serve.failed_shutdown(TimeoutError(), 80)
+    assert "not finished within 80 s" in line and "OCPPGW_DRAIN_S" in line
+    assert serve.failed_shutdown(RuntimeError("broker gone"), 80) == (
+        "graceful shutdown failed: RuntimeError('broker gone')"
+    )

@@ -163,8 +163,19 @@ class GracefulStop:
             timeout_s = SHUTDOWN_TIMEOUT_S + gw.settings.OCPPGW_DRAIN_S
             job = asyncio.wait_for(gw.shutdown(), timeout_s)
             self._done = defer.Deferred.fromFuture(asyncio.ensure_future(job, loop=gw.loop))
-            self._done.addErrback(lambda f: log.error("graceful shutdown: %s", f.value))
+            self._done.addErrback(lambda f: log.error("%s", failed_shutdown(f.value, timeout_s)))
         return _chain(self._done)
+
+
+def failed_shutdown(error: BaseException, timeout_s: float) -> str:
+    """The log line of a graceful shutdown that did not finish: a timeout says how long it was
+    given (its str() is empty: the bench's stops after a storm logged "graceful shutdown: ")."""
+    if isinstance(error, TimeoutError):
+        return (
+            f"graceful shutdown not finished within {timeout_s:.0f} s "
+            "(SHUTDOWN_TIMEOUT_S + OCPPGW_DRAIN_S): the stations left are cut off by the exit"
+        )
+    return f"graceful shutdown failed: {error!r}"
 
 
 def _chain(deferred):
