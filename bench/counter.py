@@ -113,7 +113,7 @@ class Counter:
         lat = sorted(self.lat_us)
 
         def pct(p: float) -> float | None:
-            return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] / 1000, 3) if lat else None
+            return percentile_ms(lat, p)
 
         return {
             "event": "report",
@@ -151,11 +151,15 @@ def by_second(seconds, lat_us) -> list[list]:
     out = []
     for sec in sorted(per):
         lat = sorted(per[sec])
-        n = len(lat)
-        out.append(
-            [sec, n, lat[n // 2] / 1000, lat[min(n - 1, n * 99 // 100)] / 1000, lat[-1] / 1000]
-        )
+        out.append([sec, len(lat), percentile_ms(lat, 50), percentile_ms(lat, 99), lat[-1] / 1000])
     return out
+
+
+def percentile_ms(lat_us: list[int], p: float) -> float | None:
+    """The p-th percentile of sorted latencies in µs, in ms (None for none)."""
+    if not lat_us:
+        return None
+    return round(lat_us[min(len(lat_us) - 1, int(p / 100 * len(lat_us)))] / 1000, 3)
 
 
 def emit(obj: dict) -> None:
